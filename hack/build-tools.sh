@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Builds the binaries that the local control plane and the install tests need, from Go modules at
+# pinned versions, and caches them under ~/.cache/kuberunner/bin/<name>-<version>.
+# Nothing is downloaded from release pages: every binary comes from the Go module proxy.
+#   hack/build-tools.sh            build whatever is missing
+#   hack/build-tools.sh --print    print the cached path of each binary (name=path)
+set -euo pipefail
+
+K8S_VERSION=v1.36.2
+K8S_STAGING_VERSION=v0.36.2
+ETCD_VERSION=v3.6.8
+KWOK_VERSION=v0.8.0
+HELM_VERSION=v3.21.4
+KUBECONFORM_VERSION=v0.7.0
+
+CACHE=${KUBERUNNER_CACHE:-$HOME/.cache/kuberunner}
+BIN=$CACHE/bin
+WORK=$CACHE/build
+mkdir -p "$BIN" "$WORK"
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-trimpath
+
+STAGING="api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider
+cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api
+cri-client cri-streaming csi-translation-lib dynamic-resource-allocation endpointslice externaljwt
+kms kube-aggregator kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics
+mount-utils pod-security-admission sample-apiserver sample-cli-plugin sample-controller streaming"
+
+die() { echo "build-tools: step '$1' failed. Retry with: bash hack/build-tools.sh" >&2; exit 1; }
+
+# A cached binary counts only if it runs; a truncated or corrupt file is rebuilt.
+usable() { [[ -x "$1" ]] && "$1" "${@:2}" >/dev/null 2>&1; }
+
+path_of() { echo "$BIN/$1-$2"; }
+
+build_k8s() {
+  local need=0
+  for c in kube-apiserver kube-controller-manager kube-scheduler; do
+    usable "$(path_of $c $K8S_VERSION)" --version || need=1
+  done
+  ((need)) || return 0
+  echo "build-tools: building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION (cold: ~5-10 min)" >&2
+  local dir=$WORK/k8s-$K8S_VERSION
+  mkdir -p "$dir"
+  {
+    echo "module localbuild/k8s"
+    echo
+    echo "go 1.26.0"
+    echo
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    echo
+    for m in $STAGING; do echo "replace k8s.io/$m => k8s.io/$m $K8S_STAGING_VERSION"; done
+  } >"$dir/go.mod"
+  cat >"$dir/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+)
+GO
+  local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
+  (cd "$dir" && go mod tidy -e >/dev/null 2>&1; go get k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION) || die "go get k8s.io/kubernetes@$K8S_VERSION"
+  (cd "$dir" && go mod tidy -e >/dev/null 2>&1 || true)
+  for c in kube-apiserver kube-controller-manager kube-scheduler; do
+    (cd "$dir" && go build -ldflags "$ld" -o "$dir/$c" "k8s.io/kubernetes/cmd/$c") || die "go build $c"
+    mv "$dir/$c" "$(path_of $c $K8S_VERSION)"
+  done
+}
+
+build_etcd() {
+  usable "$(path_of etcd $ETCD_VERSION)" --version && return 0
+  echo "build-tools: building etcd $ETCD_VERSION" >&2
+  local dir=$WORK/etcd-$ETCD_VERSION
+  mkdir -p "$dir"
+  printf 'module localbuild/etcd\n\ngo 1.25.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >"$dir/go.mod"
+  cat >"$dir/main.go" <<'GO'
+// A wrapper main: etcd's own server module uses local replace directives, so it cannot be go-installed.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  (cd "$dir" && go mod tidy) || die "go mod tidy (etcd $ETCD_VERSION)"
+  (cd "$dir" && go build -ldflags "-s -w" -o "$(path_of etcd $ETCD_VERSION)" .) || die "go build etcd"
+}
+
+go_install() { # name version package
+  local name=$1 version=$2 pkg=$3 ldflags=${4:-}
+  usable "$(path_of "$name" "$version")" "${@:5}" && return 0
+  echo "build-tools: building $name $version" >&2
+  local gobin=$WORK/gobin-$name-$version
+  GOBIN=$gobin go install -ldflags "-s -w $ldflags" "$pkg@$version" || die "go install $pkg@$version"
+  mv "$gobin/$name" "$(path_of "$name" "$version")"
+}
+
+build_kwok() { go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" --help; }
+build_helm() {
+  go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
+    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" version
+}
+build_kubeconform() { go_install kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform "" -v; }
+
+# The kwok module (downloaded for the kwok build) ships the stock stage files we pass with --config.
+kwok_stages_dir() {
+  (cd "$WORK" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION") |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'
+}
+
+print_paths() {
+  for c in kube-apiserver kube-controller-manager kube-scheduler; do echo "$c=$(path_of $c $K8S_VERSION)"; done
+  echo "etcd=$(path_of etcd $ETCD_VERSION)"
+  echo "kwok=$(path_of kwok $KWOK_VERSION)"
+  echo "helm=$(path_of helm $HELM_VERSION)"
+  echo "kubeconform=$(path_of kubeconform $KUBECONFORM_VERSION)"
+  echo "kwok-module=$(kwok_stages_dir)"
+  echo "k8s-version=$K8S_VERSION"
+}
+
+if [[ ${1:-} == --print ]]; then print_paths; exit 0; fi
+only=${1:-all}
+case $only in
+  all) build_etcd; build_kwok; build_helm; build_kubeconform; build_k8s ;;
+  k8s) build_k8s ;; etcd) build_etcd ;; kwok) build_kwok ;; helm) build_helm ;; kubeconform) build_kubeconform ;;
+  *) echo "usage: $0 [--print|all|k8s|etcd|kwok|helm|kubeconform]" >&2; exit 2 ;;
+esac
+echo "build-tools: all binaries ready in $BIN" >&2

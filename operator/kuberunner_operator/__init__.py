@@ -1,0 +1,1 @@
+"""The kuberunner operator: RunnerService models, rendering, status, kopf handlers, dev cluster."""

@@ -1,0 +1,5 @@
+import sys
+
+from kuberunner.cli import main
+
+sys.exit(main())
