@@ -3,8 +3,10 @@
 # pinned versions, and caches them under ~/.cache/kuberunner/bin/<name>-<version>.
 # Nothing is downloaded from release pages: every binary comes from the Go module proxy.
 #   hack/build-tools.sh            build whatever is missing
-#   hack/build-tools.sh --print    print the cached path of each binary (name=path)
+#   hack/build-tools.sh [STEP]     build only STEP (k8s, etcd, kwok, helm, kubeconform)
+#   hack/build-tools.sh --print    print the cached path of each binary (name=path), build nothing
 set -euo pipefail
+SCRIPT=$(realpath "$0")
 
 K8S_VERSION=v1.36.2
 K8S_STAGING_VERSION=v0.36.2
@@ -25,22 +27,33 @@ cri-client cri-streaming csi-translation-lib dynamic-resource-allocation endpoin
 kms kube-aggregator kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics
 mount-utils pod-security-admission sample-apiserver sample-cli-plugin sample-controller streaming"
 
-die() { echo "build-tools: step '$1' failed. Retry with: bash hack/build-tools.sh" >&2; exit 1; }
+# die STEP TARGET: name the failed step and the command that retries just that part.
+die() {
+  echo "build-tools: step '$1' failed. Retry with: bash $SCRIPT ${2:-all}" >&2
+  exit 1
+}
 
 # A cached binary counts only if it runs; a truncated or corrupt file is rebuilt.
 usable() { [[ -x "$1" ]] && "$1" "${@:2}" >/dev/null 2>&1; }
 
 path_of() { echo "$BIN/$1-$2"; }
 
+K8S_TOOLS="kube-apiserver kube-controller-manager kube-scheduler kubectl"
+
+# kubectl answers `--version` only with a client-side flag; the server binaries take plain --version.
+k8s_usable() {
+  if [[ $1 == kubectl ]]; then usable "$(path_of kubectl $K8S_VERSION)" version --client
+  else usable "$(path_of "$1" $K8S_VERSION)" --version; fi
+}
+
 build_k8s() {
-  local need=0
-  for c in kube-apiserver kube-controller-manager kube-scheduler; do
-    usable "$(path_of $c $K8S_VERSION)" --version || need=1
-  done
-  ((need)) || return 0
-  echo "build-tools: building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION (cold: ~5-10 min)" >&2
+  local missing=()
+  for c in $K8S_TOOLS; do k8s_usable "$c" || missing+=("$c"); done
+  ((${#missing[@]})) || return 0
+  echo "build-tools: building ${missing[*]} $K8S_VERSION (cold: ~5-10 min)" >&2
   local dir=$WORK/k8s-$K8S_VERSION
   mkdir -p "$dir"
+  # k8s.io/kubernetes requires its staging modules at v0.0.0, so a wrapper module pins them.
   {
     echo "module localbuild/k8s"
     echo
@@ -49,7 +62,13 @@ build_k8s() {
     echo "require k8s.io/kubernetes $K8S_VERSION"
     echo
     for m in $STAGING; do echo "replace k8s.io/$m => k8s.io/$m $K8S_STAGING_VERSION"; done
-  } >"$dir/go.mod"
+  } >"$dir/go.mod.want"
+  # Keep the resolved go.mod (and go.sum) of an earlier run unless the pins changed.
+  if ! cmp -s "$dir/go.mod.want" "$dir/go.mod.pins" 2>/dev/null; then
+    cp "$dir/go.mod.want" "$dir/go.mod"
+    cp "$dir/go.mod.want" "$dir/go.mod.pins"
+    rm -f "$dir/go.sum"
+  fi
   cat >"$dir/tools.go" <<'GO'
 //go:build tools
 
@@ -59,15 +78,17 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
   local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
-  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
-  (cd "$dir" && go mod tidy -e >/dev/null 2>&1; go get k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION) || die "go get k8s.io/kubernetes@$K8S_VERSION"
-  (cd "$dir" && go mod tidy -e >/dev/null 2>&1 || true)
-  for c in kube-apiserver kube-controller-manager kube-scheduler; do
-    (cd "$dir" && go build -ldflags "$ld" -o "$dir/$c" "k8s.io/kubernetes/cmd/$c") || die "go build $c"
-    mv "$dir/$c" "$(path_of $c $K8S_VERSION)"
+  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+  (cd "$dir" && go get "k8s.io/kubernetes@$K8S_VERSION" && go mod tidy -e) || die "go get k8s.io/kubernetes@$K8S_VERSION" k8s
+  for c in "${missing[@]}"; do
+    echo "build-tools: go build $c" >&2
+    (cd "$dir" && go build -ldflags "$ld" -o "$dir/$c" "k8s.io/kubernetes/cmd/$c") || die "go build $c" k8s
+    mv "$dir/$c" "$(path_of "$c" $K8S_VERSION)"
+    k8s_usable "$c" || die "run $c after build" k8s
   done
 }
 
@@ -89,8 +110,8 @@ import (
 
 func main() { etcdmain.Main(os.Args) }
 GO
-  (cd "$dir" && go mod tidy) || die "go mod tidy (etcd $ETCD_VERSION)"
-  (cd "$dir" && go build -ldflags "-s -w" -o "$(path_of etcd $ETCD_VERSION)" .) || die "go build etcd"
+  (cd "$dir" && go mod tidy) || die "go mod tidy (etcd $ETCD_VERSION)" etcd
+  (cd "$dir" && go build -ldflags "-s -w" -o "$(path_of etcd $ETCD_VERSION)" .) || die "go build etcd" etcd
 }
 
 go_install() { # name version package
@@ -98,7 +119,7 @@ go_install() { # name version package
   usable "$(path_of "$name" "$version")" "${@:5}" && return 0
   echo "build-tools: building $name $version" >&2
   local gobin=$WORK/gobin-$name-$version
-  GOBIN=$gobin go install -ldflags "-s -w $ldflags" "$pkg@$version" || die "go install $pkg@$version"
+  GOBIN=$gobin go install -ldflags "-s -w $ldflags" "$pkg@$version" || die "go install $pkg@$version" "$name"
   mv "$gobin/$name" "$(path_of "$name" "$version")"
 }
 
@@ -116,7 +137,7 @@ kwok_stages_dir() {
 }
 
 print_paths() {
-  for c in kube-apiserver kube-controller-manager kube-scheduler; do echo "$c=$(path_of $c $K8S_VERSION)"; done
+  for c in $K8S_TOOLS; do echo "$c=$(path_of "$c" $K8S_VERSION)"; done
   echo "etcd=$(path_of etcd $ETCD_VERSION)"
   echo "kwok=$(path_of kwok $KWOK_VERSION)"
   echo "helm=$(path_of helm $HELM_VERSION)"

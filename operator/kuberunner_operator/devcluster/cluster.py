@@ -1,0 +1,360 @@
+"""`up`, `down` and `status` of a local control plane: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler and kwok, as detached processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import shutil
+import ssl
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kuberunner_operator.devcluster import processes
+from kuberunner_operator.devcluster.binaries import locate
+from kuberunner_operator.devcluster.components import COMPONENTS, PORT_NAMES, Layout, command
+from kuberunner_operator.devcluster.components import health_url as component_health_url
+from kuberunner_operator.devcluster.kubeconfig import render_kubeconfig, write_kubeconfig
+from kuberunner_operator.devcluster.nodes import NodeShape, node_manifests
+from kuberunner_operator.devcluster.pki import make_pki
+from kuberunner_operator.devcluster.stages import build_stages, render_stages
+from kuberunner_operator.devcluster.state import (
+    DEFAULT_NAME,
+    ClusterError,
+    ClusterState,
+    ComponentRecord,
+    cluster_dir,
+    load,
+    save,
+)
+
+Progress = Callable[[str], None]
+NOT_READY_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """How to reach a running dev cluster as its admin."""
+
+    name: str
+    kubeconfig: Path
+    server: str
+    token: str
+    ca_cert: Path
+    state_dir: Path
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int
+    alive: bool
+    healthy: bool
+    detail: str
+    rss_bytes: int
+    log: Path
+    log_tail: str  # filled only for a component that is not healthy
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    name: str
+    state_dir: Path
+    exists: bool
+    components: tuple[ComponentStatus, ...] = ()
+
+    @property
+    def healthy(self) -> bool:
+        return self.exists and all(c.healthy for c in self.components)
+
+    @property
+    def rss_bytes(self) -> int:
+        return sum(c.rss_bytes for c in self.components)
+
+
+def _info(state: ClusterState, directory: Path) -> ClusterInfo:
+    layout = Layout(directory)
+    return ClusterInfo(
+        name=state.name,
+        kubeconfig=layout.kubeconfig.resolve(),
+        server=state.server,
+        token=state.token,
+        ca_cert=(layout.pki_dir / "ca.crt").resolve(),
+        state_dir=directory.resolve(),
+    )
+
+
+def api_client(info: ClusterInfo, timeout: float = 5.0) -> httpx.Client:
+    """An httpx client for the cluster's API as admin (TLS verified against the cluster CA)."""
+    return httpx.Client(
+        base_url=info.server,
+        headers={"Authorization": f"Bearer {info.token}"},
+        verify=ssl.create_default_context(cafile=str(info.ca_cert)),
+        trust_env=False,  # never send 127.0.0.1 traffic through a proxy from the environment
+        timeout=timeout,
+    )
+
+
+def _probe(url: str, token: str, ca_cert: Path) -> tuple[bool, str]:
+    """GET a health URL; (healthy, short reason)."""
+    headers: dict[str, str] = {}
+    verify: ssl.SSLContext | bool = False  # KCM and scheduler serve self-signed certificates
+    if "/readyz" in url:  # the apiserver: verify it and authenticate
+        headers["Authorization"] = f"Bearer {token}"
+        verify = ssl.create_default_context(cafile=str(ca_cert))
+    try:
+        with httpx.Client(verify=verify, trust_env=False, timeout=2.0) as client:
+            resp = client.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    if resp.status_code == 200:
+        return True, "ok"
+    return False, f"HTTP {resp.status_code}: {resp.text.strip()[-200:]}"
+
+
+def _component_status(
+    rec: ComponentRecord, token: str, ca_cert: Path, directory: Path
+) -> ComponentStatus:
+    log = directory / rec.log
+    alive = processes.is_alive(rec.process)
+    if alive:
+        healthy, detail = _probe(rec.health_url, token, ca_cert)
+    else:
+        healthy, detail = False, "not running (crashed or killed)"
+    return ComponentStatus(
+        name=rec.name,
+        pid=rec.pid,
+        alive=alive,
+        healthy=healthy,
+        detail=detail,
+        rss_bytes=processes.rss_bytes(rec.process),
+        log=log,
+        log_tail="" if healthy else processes.log_tail(log),
+    )
+
+
+def status(name: str = DEFAULT_NAME, clusters_dir: Path | None = None) -> ClusterStatus:
+    """Per-component health of cluster `name` (process alive and its health endpoint)."""
+    directory = cluster_dir(name, clusters_dir)
+    state = load(Layout(directory).state_file)
+    if state is None:
+        return ClusterStatus(name, directory, exists=False)
+    ca = Layout(directory).pki_dir / "ca.crt"
+    comps = tuple(_component_status(c, state.token, ca, directory) for c in state.components)
+    return ClusterStatus(name, directory, exists=True, components=comps)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Serialize up/down of one cluster name across processes."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with (directory.parent / f".{directory.name}.lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class _Starter:
+    """Starts components one by one, recording each in cluster.json as soon as it runs."""
+
+    def __init__(self, state: ClusterState, layout: Layout, ca_cert: Path) -> None:
+        self.state = state
+        self.layout = layout
+        self.ca_cert = ca_cert
+
+    def start(self, name: str, argv: list[str]) -> ComponentRecord:
+        log = self.layout.log(name)
+        ref = processes.spawn(argv, log, cwd=self.layout.state_dir)
+        rec = ComponentRecord(
+            name=name,
+            pid=ref.pid,
+            start_time=ref.start_time,
+            health_url=component_health_url(name, self.state.ports),
+            log=str(log.relative_to(self.layout.state_dir)),
+        )
+        self.state.components.append(rec)
+        save(self.layout.state_file, self.state)
+        return rec
+
+    def check_alive(self) -> None:
+        for rec in self.state.components:
+            if not processes.is_alive(rec.process):
+                tail = processes.log_tail(self.layout.state_dir / rec.log)
+                raise ClusterError(f"{rec.name} exited during start-up. Last log lines:\n{tail}")
+
+    def wait(self, what: str, ready: Callable[[], bool], timeout: float) -> None:
+        """Poll `ready` until true; fail early if a started component died."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            if ready():
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
+            time.sleep(0.1)
+
+    def wait_healthy(self, rec: ComponentRecord, timeout: float) -> None:
+        self.wait(
+            f"{rec.name} to become healthy ({rec.health_url})",
+            lambda: _probe(rec.health_url, self.state.token, self.ca_cert)[0],
+            timeout,
+        )
+
+
+def _nodes_ready(client: httpx.Client, expected: list[str]) -> bool:
+    resp = client.get("/api/v1/nodes")
+    if resp.status_code != 200:
+        return False
+    ready = set()
+    for node in resp.json()["items"]:
+        conditions = node.get("status", {}).get("conditions") or []
+        taints = node.get("spec", {}).get("taints") or []
+        is_ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        # The node lifecycle controller lifts its not-ready taint shortly after Ready; only
+        # then does the scheduler use the node.
+        if is_ready and not any(t["key"] in NOT_READY_TAINTS for t in taints):
+            ready.add(node["metadata"]["name"])
+    return set(expected) <= ready
+
+
+def _create_nodes(client: httpx.Client, manifests: list[dict[str, Any]]) -> None:
+    for manifest in manifests:
+        resp = client.post("/api/v1/nodes", json=manifest)
+        if resp.status_code not in (201, 409):
+            raise ClusterError(f"creating node {manifest['metadata']['name']}: {resp.text}")
+
+
+def _start(
+    name: str, directory: Path, shape: NodeShape, timeout: float, progress: Progress
+) -> ClusterInfo:
+    bins = locate()
+    layout = Layout(directory)
+    directory.mkdir(mode=0o700, parents=True)
+    pki = make_pki(layout.pki_dir, name)
+    ports = dict(zip(PORT_NAMES, processes.free_ports(len(PORT_NAMES)), strict=True))
+    server = f"https://127.0.0.1:{ports['kube-apiserver']}"
+    manifests = node_manifests(shape)
+    state = ClusterState(
+        name=name,
+        server=server,
+        token=pki.admin_token,
+        ports=ports,
+        nodes=[m["metadata"]["name"] for m in manifests],
+    )
+    save(layout.state_file, state)
+    write_kubeconfig(
+        layout.kubeconfig,
+        render_kubeconfig(name, server, pki.ca_cert.read_bytes(), pki.admin_token),
+    )
+    layout.stages.write_text(render_stages(build_stages(bins.kwok_module)))
+    cluster_info = _info(state, directory)
+    starter = _Starter(state, layout, pki.ca_cert)
+
+    etcd = starter.start("etcd", command("etcd", bins, layout, pki, ports))
+    starter.wait_healthy(etcd, timeout)
+    apiserver = starter.start("kube-apiserver", command("kube-apiserver", bins, layout, pki, ports))
+    starter.wait_healthy(apiserver, timeout)
+    progress(f"kube-apiserver ready at {server}")
+    for comp in COMPONENTS[2:]:
+        starter.start(comp, command(comp, bins, layout, pki, ports))
+    with api_client(cluster_info) as client:
+        _create_nodes(client, manifests)
+        starter.wait(
+            "the default ServiceAccount",
+            lambda: (
+                client.get("/api/v1/namespaces/default/serviceaccounts/default").status_code == 200
+            ),
+            timeout,
+        )
+        starter.wait(
+            f"nodes {', '.join(state.nodes)} to be Ready",
+            lambda: _nodes_ready(client, state.nodes),
+            timeout,
+        )
+    for rec in state.components[2:]:
+        starter.wait_healthy(rec, timeout)
+    return cluster_info
+
+
+def up(
+    name: str = DEFAULT_NAME,
+    cpu_nodes: int = 2,
+    gpu_nodes: int = 2,
+    gpus_per_node: int = 8,
+    *,
+    clusters_dir: Path | None = None,
+    timeout: float = 120.0,
+    progress: Progress = _stderr,
+) -> ClusterInfo:
+    """Start cluster `name` and wait until the default ServiceAccount exists and all nodes are
+    Ready. If it is already running and healthy, say so and return it unchanged."""
+    shape = NodeShape(cpu_nodes=cpu_nodes, gpu_nodes=gpu_nodes, gpus_per_node=gpus_per_node)
+    directory = cluster_dir(name, clusters_dir)
+    with _locked(directory):
+        existing = load(Layout(directory).state_file)
+        if existing is not None:
+            current = status(name, clusters_dir)
+            if current.healthy:
+                progress(f"cluster {name} is already running")
+                return _info(existing, directory)
+            broken = ", ".join(c.name for c in current.components if not c.healthy) or "none"
+            raise ClusterError(
+                f"cluster {name} exists but is not healthy (unhealthy: {broken}). "
+                f"See `kuberunner dev cluster status --name {name}`, then remove it with "
+                f"`kuberunner dev cluster down --name {name}`."
+            )
+        if directory.exists():  # an earlier `up` died before recording anything
+            shutil.rmtree(directory)
+        began = time.monotonic()
+        progress(f"starting cluster {name} in {directory}")
+        try:
+            started = _start(name, directory, shape, timeout, progress)
+        except BaseException:
+            _teardown(directory)
+            raise
+        progress(f"cluster {name} is up ({time.monotonic() - began:.1f}s)")
+        return started
+
+
+def _teardown(directory: Path) -> None:
+    state = load(Layout(directory).state_file)
+    if state is not None:
+        processes.stop([c.process for c in state.components])
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def down(
+    name: str = DEFAULT_NAME, *, clusters_dir: Path | None = None, progress: Progress = _stderr
+) -> bool:
+    """Stop every component of cluster `name` by PID and remove its state. False if absent."""
+    directory = cluster_dir(name, clusters_dir)
+    with _locked(directory):
+        if not directory.exists():
+            progress(f"cluster {name} is not running")
+            return False
+        _teardown(directory)
+    progress(f"cluster {name} stopped and removed")
+    return True
+
+
+def info(name: str = DEFAULT_NAME, clusters_dir: Path | None = None) -> ClusterInfo:
+    """Connection details of an existing cluster (raises ClusterError if there is none)."""
+    directory = cluster_dir(name, clusters_dir)
+    state = load(Layout(directory).state_file)
+    if state is None:
+        raise ClusterError(
+            f"cluster {name} does not exist; start it with `kuberunner dev cluster up`"
+        )
+    return _info(state, directory)
