@@ -1,0 +1,299 @@
+"""A small typed async Kubernetes API client on httpx.
+
+One `KubeClient` per process. It knows only the verbs the operator needs: server-side apply, get,
+list by label selector, delete, merge patch of `/status`, create (events, leases) and replace
+(leases). Credentials come from `KUBECONFIG` / `~/.kube/config` or the in-cluster service account;
+the `kubernetes` package is never imported (it costs tens of MB of RSS).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+FIELD_MANAGER = "kuberunner"
+SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+JSON = dict[str, Any]
+
+# apiVersion/kind -> URL plural, for every kind the operator touches.
+PLURALS: dict[tuple[str, str], str] = {
+    ("apps/v1", "Deployment"): "deployments",
+    ("v1", "Service"): "services",
+    ("v1", "Pod"): "pods",
+    ("v1", "Event"): "events",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("coordination.k8s.io/v1", "Lease"): "leases",
+    ("kuberunner.io/v1alpha1", "RunnerService"): "runnerservices",
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): "customresourcedefinitions",
+    ("v1", "Namespace"): "namespaces",
+}
+CLUSTER_SCOPED = {"CustomResourceDefinition", "Namespace"}
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server, with its status code and `Status.reason`."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(f"{code} {reason}: {message}")
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class KubeConfig:
+    server: str
+    ssl_context: ssl.SSLContext | bool
+    token: str | None
+    namespace: str
+
+
+def _load_pem_pair(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
+    # The ssl module only loads client certificates from files: write them to a private
+    # directory, load, and remove them at once.
+    with tempfile.TemporaryDirectory(prefix="kuberunner-") as tmp:
+        cert_path, key_path = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
+        for path, data in ((cert_path, cert), (key_path, key)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        ctx.load_cert_chain(cert_path, key_path)
+
+
+def _read_bytes(inline: str | None, path: str | None, base: Path) -> bytes | None:
+    if inline:
+        return base64.b64decode(inline)
+    if path:
+        return (base / path).read_bytes()
+    return None
+
+
+def load_kubeconfig(path: str | None = None) -> KubeConfig:
+    """Read the current context of a kubeconfig file (first file of `KUBECONFIG` wins)."""
+    raw = path or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    file = Path(raw.split(os.pathsep)[0]).expanduser()
+    doc = yaml.safe_load(file.read_text()) or {}
+    by_name = {
+        section: {item["name"]: item.get(section[:-1]) or {} for item in doc.get(section) or []}
+        for section in ("contexts", "clusters", "users")
+    }
+    context = by_name["contexts"][doc["current-context"]]
+    cluster = by_name["clusters"][context["cluster"]]
+    user = by_name["users"][context["user"]]
+    base = file.parent
+
+    ctx: ssl.SSLContext | bool
+    if cluster.get("insecure-skip-tls-verify"):
+        ctx = False
+    else:
+        ctx = ssl.create_default_context()
+        ca = _read_bytes(
+            cluster.get("certificate-authority-data"), cluster.get("certificate-authority"), base
+        )
+        if ca is not None:
+            ctx.load_verify_locations(cadata=ca.decode())
+    cert = _read_bytes(user.get("client-certificate-data"), user.get("client-certificate"), base)
+    key = _read_bytes(user.get("client-key-data"), user.get("client-key"), base)
+    if cert and key:
+        if ctx is False:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        assert isinstance(ctx, ssl.SSLContext)
+        _load_pem_pair(ctx, cert, key)
+    token = user.get("token")
+    if not token and user.get("tokenFile"):
+        token = Path(user["tokenFile"]).read_text().strip()
+    return KubeConfig(
+        server=str(cluster["server"]).rstrip("/"),
+        ssl_context=ctx,
+        token=token,
+        namespace=context.get("namespace") or "default",
+    )
+
+
+def load_incluster() -> KubeConfig:
+    host = os.environ["KUBERNETES_SERVICE_HOST"]
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    ctx = ssl.create_default_context(cafile=str(SA_DIR / "ca.crt"))
+    ns_file = SA_DIR / "namespace"
+    return KubeConfig(
+        server=f"https://{host}:{port}" if ":" not in host else f"https://[{host}]:{port}",
+        ssl_context=ctx,
+        token=(SA_DIR / "token").read_text().strip(),
+        namespace=ns_file.read_text().strip() if ns_file.exists() else "default",
+    )
+
+
+def load_config() -> KubeConfig:
+    """In-cluster when running in a pod without `KUBECONFIG`, else the kubeconfig file."""
+    if not os.environ.get("KUBECONFIG") and (SA_DIR / "token").exists():
+        return load_incluster()
+    return load_kubeconfig()
+
+
+def resource_path(
+    api_version: str, kind: str, namespace: str | None = None, name: str | None = None
+) -> str:
+    plural = PLURALS[(api_version, kind)]
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    parts = [prefix]
+    if namespace and kind not in CLUSTER_SCOPED:
+        parts.append(f"namespaces/{namespace}")
+    parts.append(plural)
+    if name:
+        parts.append(name)
+    return "/".join(parts)
+
+
+class KubeClient:
+    """The process-wide API client. Use `async with KubeClient(config) as kube:`."""
+
+    def __init__(
+        self,
+        config: KubeConfig,
+        *,
+        max_connections: int = 64,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        headers = {"Accept": "application/json", "User-Agent": "kuberunner-operator"}
+        if config.token:
+            headers["Authorization"] = f"Bearer {config.token}"
+        self.config = config
+        self._http = httpx.AsyncClient(
+            base_url=config.server,
+            verify=config.ssl_context,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+        self.requests_total = 0
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> JSON:
+        self.requests_total += 1
+        content = None if body is None else json.dumps(body, separators=(",", ":"))
+        headers = {"Content-Type": content_type} if content is not None else None
+        resp = await self._http.request(
+            method, path, params=params, content=content, headers=headers
+        )
+        if resp.status_code >= 400:
+            raise _error_from(resp)
+        data: JSON = resp.json() if resp.content else {}
+        return data
+
+    async def apply(self, obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER) -> JSON:
+        """Server-side apply with conflicts forced: idempotent, returns the live object."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        return await self._request(
+            "PATCH",
+            path,
+            params={"fieldManager": field_manager, "force": "true"},
+            body=obj,
+            content_type="application/apply-patch+yaml",
+        )
+
+    async def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> JSON | None:
+        """The object, or None when it does not exist."""
+        try:
+            return await self._request("GET", resource_path(api_version, kind, namespace, name))
+        except ApiError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    async def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+    ) -> list[JSON]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        data = await self._request(
+            "GET", resource_path(api_version, kind, namespace), params=params
+        )
+        items: list[JSON] = data.get("items") or []
+        return items
+
+    async def delete(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> bool:
+        """Delete in the background (the GC removes dependents); False when already gone."""
+        try:
+            await self._request(
+                "DELETE",
+                resource_path(api_version, kind, namespace, name),
+                body={"propagationPolicy": "Background"},
+            )
+        except ApiError as exc:
+            if exc.code == 404:
+                return False
+            raise
+        return True
+
+    async def patch_status(
+        self, api_version: str, kind: str, name: str, namespace: str, status_patch: JSON
+    ) -> JSON:
+        """JSON merge patch of the status subresource only."""
+        path = resource_path(api_version, kind, namespace, name) + "/status"
+        return await self._request(
+            "PATCH",
+            path,
+            body={"status": status_patch},
+            content_type="application/merge-patch+json",
+        )
+
+    async def create(self, obj: Mapping[str, Any]) -> JSON:
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
+        return await self._request("POST", path, body=obj)
+
+    async def replace(self, obj: Mapping[str, Any]) -> JSON:
+        """PUT; the object's `metadata.resourceVersion` makes it a compare-and-swap (409)."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        return await self._request("PUT", path, body=obj)
+
+
+def _error_from(resp: httpx.Response) -> ApiError:
+    try:
+        status = resp.json()
+        return ApiError(resp.status_code, str(status.get("reason", "")), str(status["message"]))
+    except (ValueError, KeyError, TypeError):
+        return ApiError(resp.status_code, resp.reason_phrase, resp.text[:500])

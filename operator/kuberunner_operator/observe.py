@@ -1,0 +1,236 @@
+"""What the operator has seen, and which services wait for a reconcile.
+
+`Cache` is filled by the kopf watch handlers (server-side filtered by the managed-by label):
+RunnerService bodies, their children and their pods, all keyed by the owning service. The
+reconcile reads observed state from here instead of listing through the API on every pass.
+
+`WorkQueue` is a controller-runtime style queue: a key is queued at most once, a key being
+processed is never processed twice at the same time (a new trigger marks it dirty and it runs
+again afterwards), and delayed adds coalesce bursts of pod events into one reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SERVICE_LABEL = "kuberunner.io/service"
+RUNNER_LABEL = "kuberunner.io/runner"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+
+ServiceKey = tuple[str, str]  # (namespace, name)
+ChildKey = tuple[str, str]  # (kind, name)
+JSON = dict[str, Any]
+
+
+def strip(obj: Mapping[str, Any]) -> JSON:
+    """A copy without `managedFields` (most of a body's bytes, never needed here)."""
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("managedFields", None)
+    out = dict(obj)
+    out["metadata"] = meta
+    return out
+
+
+def pod_summary(pod: Mapping[str, Any]) -> JSON:
+    """The fields of a Pod that status needs: labels, annotations, node, phase and conditions."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    return {
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "labels": dict(meta.get("labels") or {}),
+            "annotations": dict(meta.get("annotations") or {}),
+            "deletionTimestamp": meta.get("deletionTimestamp"),
+        },
+        "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
+        "status": {
+            key: status[key]
+            for key in ("phase", "conditions", "containerStatuses", "initContainerStatuses")
+            if key in status
+        },
+    }
+
+
+def owner_key(obj: Mapping[str, Any]) -> ServiceKey | None:
+    meta = obj.get("metadata") or {}
+    service = (meta.get("labels") or {}).get(SERVICE_LABEL)
+    if not service or not meta.get("namespace"):
+        return None
+    return (str(meta["namespace"]), str(service))
+
+
+@dataclass
+class ServiceState:
+    """Everything known about one RunnerService."""
+
+    body: JSON | None = None
+    children: dict[ChildKey, JSON] = field(default_factory=dict)
+    pods: dict[str, JSON] = field(default_factory=dict)
+    # metadata.generation of each child as our last apply left it; a watch event with a
+    # newer generation means somebody else edited the child (drift).
+    applied_generations: dict[ChildKey, int] = field(default_factory=dict)
+    applied_hash: str | None = None
+    applied_at: float = 0.0
+    resync_after: float = 0.0
+    drift: bool = False
+    failures: int = 0
+
+    def is_empty(self) -> bool:
+        return self.body is None and not self.children and not self.pods
+
+
+class Cache:
+    def __init__(self) -> None:
+        self.services: dict[ServiceKey, ServiceState] = {}
+
+    def state(self, key: ServiceKey) -> ServiceState:
+        st = self.services.get(key)
+        if st is None:
+            st = self.services[key] = ServiceState()
+        return st
+
+    def _gc(self, key: ServiceKey) -> None:
+        st = self.services.get(key)
+        if st is not None and st.is_empty():
+            del self.services[key]
+
+    def managed_count(self) -> int:
+        return sum(1 for st in self.services.values() if st.body is not None)
+
+    def set_service(self, key: ServiceKey, body: Mapping[str, Any] | None) -> None:
+        if body is None:
+            st = self.services.get(key)
+            if st is not None:
+                st.body = None
+                st.applied_hash = None
+                st.applied_generations.clear()
+                self._gc(key)
+            return
+        self.state(key).body = strip(body)
+
+    def set_child(self, obj: Mapping[str, Any], deleted: bool) -> ServiceKey | None:
+        """Record a child; returns the owning service when the event shows drift."""
+        key = owner_key(obj)
+        if key is None:
+            return None
+        st = self.state(key)
+        ckey = (str(obj.get("kind")), str(obj["metadata"]["name"]))
+        if deleted:
+            st.children.pop(ckey, None)
+            drifted = st.body is not None and ckey in st.applied_generations
+            st.applied_generations.pop(ckey, None)
+            self._gc(key)
+        else:
+            st.children[ckey] = strip(obj)
+            gen = obj["metadata"].get("generation")
+            applied = st.applied_generations.get(ckey)
+            drifted = applied is not None and isinstance(gen, int) and gen > applied
+        if drifted:
+            st.drift = True
+            return key
+        return None
+
+    def record_applied(self, key: ServiceKey, live: Mapping[str, Any]) -> None:
+        st = self.state(key)
+        ckey = (str(live.get("kind")), str(live["metadata"]["name"]))
+        st.children[ckey] = strip(live)
+        gen = live["metadata"].get("generation")
+        if isinstance(gen, int):
+            st.applied_generations[ckey] = gen
+
+    def set_pod(self, pod: Mapping[str, Any], deleted: bool) -> ServiceKey | None:
+        key = owner_key(pod)
+        if key is None:
+            return None
+        name = str(pod["metadata"]["name"])
+        if deleted:
+            st = self.services.get(key)
+            if st is not None:
+                st.pods.pop(name, None)
+                self._gc(key)
+        else:
+            self.state(key).pods[name] = pod_summary(pod)
+        return key
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> JSON:
+    """The smallest JSON merge patch turning `old` into `new` (RFC 7386); {} when equal."""
+    patch: JSON = {}
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            sub = merge_patch(before, value)
+            if sub:
+                patch[key] = sub
+        elif key not in old or before != value:
+            patch[key] = value
+    return patch
+
+
+class WorkQueue:
+    """Deduplicating, delay-coalescing queue of service keys."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[ServiceKey] = asyncio.Queue()
+        self._queued: set[ServiceKey] = set()
+        self._active: set[ServiceKey] = set()
+        self._dirty: set[ServiceKey] = set()
+        self._timers: dict[ServiceKey, asyncio.TimerHandle] = {}
+
+    def add(self, key: ServiceKey, delay: float = 0.0) -> None:
+        """Queue now, or after `delay` unless already queued or scheduled sooner."""
+        if delay <= 0:
+            timer = self._timers.pop(key, None)
+            if timer is not None:
+                timer.cancel()
+            self._fire(key)
+            return
+        if key in self._queued or key in self._timers:
+            return
+        loop = asyncio.get_running_loop()
+        self._timers[key] = loop.call_later(delay, self._fire, key)
+
+    def _fire(self, key: ServiceKey) -> None:
+        self._timers.pop(key, None)
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    async def get(self) -> ServiceKey:
+        key = await self._queue.get()
+        self._queued.discard(key)
+        self._active.add(key)
+        return key
+
+    def done(self, key: ServiceKey) -> None:
+        self._active.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self._fire(key)
+
+    def depth(self) -> int:
+        return len(self._queued)
+
+    def idle(self) -> bool:
+        return not (self._queued or self._active or self._timers)
+
+
+@dataclass
+class Activity:
+    """Timestamps the health endpoints read (from another thread: plain floats only)."""
+
+    heartbeat: float = field(default_factory=time.monotonic)
+    last_event: float = 0.0
+    last_api_ok: float = 0.0
+    leading: bool = False
+    watching: bool = False

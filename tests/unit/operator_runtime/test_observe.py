@@ -1,0 +1,167 @@
+"""The operator's in-memory view: merge patches, drift detection and the work queue."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from kuberunner_operator.observe import Cache, WorkQueue, merge_patch, pod_summary
+
+
+def _child(kind: str, name: str, generation: int, service: str = "svc") -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "generation": generation,
+            "labels": {"kuberunner.io/service": service},
+            "managedFields": [{"manager": "kuberunner"}],
+        },
+        "spec": {"replicas": 1},
+    }
+
+
+def test_merge_patch_is_empty_when_equal() -> None:
+    status = {"observedGeneration": 2, "conditions": [{"type": "Ready", "status": "True"}]}
+    assert merge_patch(status, dict(status)) == {}
+
+
+def test_merge_patch_nulls_removed_keys_and_keeps_changed_leaves() -> None:
+    old = {"a": 1, "gone": True, "nested": {"x": 1, "y": 2, "drop": 0}, "list": [1, 2]}
+    new = {"a": 1, "nested": {"x": 1, "y": 3}, "list": [2], "added": "v"}
+    assert merge_patch(old, new) == {
+        "gone": None,
+        "nested": {"y": 3, "drop": None},
+        "list": [2],
+        "added": "v",
+    }
+
+
+def test_merge_patch_applied_with_rfc7386_gives_new() -> None:
+    def apply(target: Any, patch: Any) -> Any:
+        if not isinstance(patch, dict):
+            return patch
+        out = dict(target) if isinstance(target, dict) else {}
+        for key, value in patch.items():
+            if value is None:
+                out.pop(key, None)
+            else:
+                out[key] = apply(out.get(key), value)
+        return out
+
+    old = {"runners": [{"name": "a"}], "summary": {"ready": "0/1", "gpus": 8}, "x": {"y": {}}}
+    new = {"runners": [{"name": "a"}, {"name": "b"}], "summary": {"ready": "1/1"}, "z": 1}
+    assert apply(old, merge_patch(old, new)) == new
+
+
+def test_cache_strips_managed_fields() -> None:
+    cache = Cache()
+    cache.set_child(_child("Deployment", "d", 1), deleted=False)
+    stored = cache.services[("ns", "svc")].children[("Deployment", "d")]
+    assert "managedFields" not in stored["metadata"]
+
+
+def test_foreign_edit_after_our_apply_is_drift_but_our_own_echo_is_not() -> None:
+    cache = Cache()
+    cache.set_service(("ns", "svc"), {"metadata": {"name": "svc", "namespace": "ns"}})
+    cache.record_applied(("ns", "svc"), _child("Deployment", "d", 3))
+    # The watch echo of our own apply, and a stale older event: no drift.
+    assert cache.set_child(_child("Deployment", "d", 3), deleted=False) is None
+    assert cache.set_child(_child("Deployment", "d", 2), deleted=False) is None
+    # Someone bumped the generation (edited the spec): drift for the owner.
+    assert cache.set_child(_child("Deployment", "d", 4), deleted=False) == ("ns", "svc")
+    assert cache.services[("ns", "svc")].drift
+
+
+def test_deleting_an_applied_child_is_drift_only_while_the_service_exists() -> None:
+    cache = Cache()
+    key = ("ns", "svc")
+    cache.set_service(key, {"metadata": {"name": "svc", "namespace": "ns"}})
+    cache.record_applied(key, _child("Deployment", "d", 1))
+    assert cache.set_child(_child("Deployment", "d", 1), deleted=True) == key
+    cache.record_applied(key, _child("Deployment", "d", 1))
+    cache.set_service(key, None)  # the service is gone: the GC deletes its children
+    assert cache.set_child(_child("Deployment", "d", 1), deleted=True) is None
+    assert key not in cache.services
+
+
+def test_objects_without_service_label_are_ignored() -> None:
+    cache = Cache()
+    obj = _child("Deployment", "d", 1)
+    obj["metadata"]["labels"] = {}
+    assert cache.set_child(obj, deleted=False) is None
+    assert cache.set_pod(obj, deleted=False) is None
+    assert cache.services == {}
+
+
+def test_pod_summary_keeps_only_status_inputs() -> None:
+    pod = {
+        "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"}, "managedFields": [1]},
+        "spec": {"nodeName": "n1", "containers": [{"env": [{"name": "SECRET", "value": "x"}]}]},
+        "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled"}], "podIP": "1"},
+    }
+    summary = pod_summary(pod)
+    assert summary["spec"] == {"nodeName": "n1"}
+    assert summary["status"] == {"phase": "Pending", "conditions": [{"type": "PodScheduled"}]}
+    assert "managedFields" not in summary["metadata"]
+
+
+async def _drain(queue: WorkQueue, timeout: float = 0.05) -> list[tuple[str, str]]:
+    got = []
+    while True:
+        try:
+            key = await asyncio.wait_for(queue.get(), timeout)
+        except TimeoutError:
+            return got
+        got.append(key)
+        queue.done(key)
+
+
+async def test_queue_deduplicates_pending_keys() -> None:
+    queue = WorkQueue()
+    for _ in range(5):
+        queue.add(("ns", "a"))
+    queue.add(("ns", "b"))
+    assert await _drain(queue) == [("ns", "a"), ("ns", "b")]
+
+
+async def test_queue_coalesces_a_burst_of_delayed_adds() -> None:
+    queue = WorkQueue()
+    for _ in range(50):
+        queue.add(("ns", "a"), delay=0.05)
+    assert queue.depth() == 0
+    await asyncio.sleep(0.1)
+    assert await _drain(queue) == [("ns", "a")]
+    assert queue.idle()
+
+
+async def test_immediate_add_overrides_a_pending_delay() -> None:
+    queue = WorkQueue()
+    queue.add(("ns", "a"), delay=10.0)
+    queue.add(("ns", "a"))
+    assert await _drain(queue) == [("ns", "a")]
+    assert queue.idle()
+
+
+async def test_key_added_while_processing_runs_again_after_done() -> None:
+    queue = WorkQueue()
+    queue.add(("ns", "a"))
+    key = await queue.get()
+    queue.add(("ns", "a"))  # a new event arrives mid-reconcile
+    assert queue.depth() == 0  # never two workers on one key
+    queue.done(key)
+    assert await _drain(queue) == [("ns", "a")]
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.02])
+async def test_queue_never_loses_a_key(delay: float) -> None:
+    queue = WorkQueue()
+    keys = [("ns", f"s{i}") for i in range(20)]
+    for key in keys:
+        queue.add(key, delay=delay)
+    await asyncio.sleep(delay * 2)
+    assert sorted(await _drain(queue)) == sorted(keys)
