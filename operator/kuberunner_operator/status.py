@@ -1,0 +1,339 @@
+"""Honest status of a RunnerService, computed from what the cluster reports (pure).
+
+A component (runner or API server) is ready only when its Deployment has observed its current
+generation and every desired pod is updated, ready and available, with no old pods left: the
+`kubectl rollout status` rule. When it is not ready, the reason comes from the pods first (the
+scheduler's Unschedulable message, a container's waiting reason such as CrashLoopBackOff),
+then from the Deployment's conditions (ProgressDeadlineExceeded, ReplicaFailure), and only
+then from progress (RollingOut, Pending).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from kuberunner_operator import conditions as cond
+from kuberunner_operator import naming
+from kuberunner_operator.models import ComponentStatus, RunnerServiceStatus, WorkerSummary
+from kuberunner_operator.render.plan import Rendered, RunnerPlan
+
+Obj = Mapping[str, Any]
+
+INVALID_SPEC = "InvalidSpec"
+UNSCHEDULABLE = "Unschedulable"
+ROLLING_OUT = "RollingOut"
+PENDING = "Pending"
+PROGRESS_DEADLINE = "ProgressDeadlineExceeded"
+# Container waiting reasons that mean "this will not fix itself soon", most telling first.
+FAILING_WAITING_REASONS = (
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+    "CrashLoopBackOff",
+)
+# Progress reasons: not ready yet, nothing wrong.
+IN_PROGRESS = frozenset({ROLLING_OUT, PENDING})
+THREAD_VARIABLE = "OMP_NUM_THREADS"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the cluster reports for one service's children, as plain API dicts."""
+
+    deployments: dict[str, dict[str, Any]] = field(default_factory=dict)  # by object name
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    hpas: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Event(NamedTuple):
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+class StatusUpdate(NamedTuple):
+    status: dict[str, Any]
+    events: list[Event]
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def worker_summaries(plan: RunnerPlan) -> list[WorkerSummary]:
+    """Devices and threads per worker; the env map holds only strategy settings (no user
+    env, hence never a Secret value)."""
+    out = []
+    for key, env in sorted(plan.env_map.items(), key=lambda item: int(item[0])):
+        threads = env.get(THREAD_VARIABLE)
+        out.append(
+            WorkerSummary(
+                index=int(key),
+                cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
+                threads=int(threads) if threads and threads.isdigit() else None,
+            )
+        )
+    return out
+
+
+def _matches(pod: Obj, selector: Mapping[str, str]) -> bool:
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if meta.get("deletionTimestamp"):
+        return False
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def pod_problem(pod: Obj) -> tuple[str, str] | None:
+    """The most telling reason a pod is not running well, with a message, or None."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    name = meta.get("name", "?")
+    containers = [
+        *(status.get("initContainerStatuses") or []),
+        *(status.get("containerStatuses") or []),
+    ]
+    found: list[tuple[int, str, str]] = []
+    for container in containers:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason in FAILING_WAITING_REASONS:
+            message = f"pod {name} container {container.get('name')}: {reason}"
+            if waiting.get("message"):
+                message += f": {waiting['message']}"
+            last = (container.get("lastState") or {}).get("terminated") or {}
+            if last.get("reason"):
+                message += f" (last exit: {last['reason']}, code {last.get('exitCode')})"
+            found.append((FAILING_WAITING_REASONS.index(reason), reason, message))
+    if found:
+        _, reason, message = min(found)
+        return reason, message
+    for condition in status.get("conditions") or []:
+        if (
+            condition.get("type") == "PodScheduled"
+            and condition.get("status") == "False"
+            and condition.get("reason") == UNSCHEDULABLE
+        ):
+            return UNSCHEDULABLE, f"pod {name}: {condition.get('message', '')}".rstrip(": ")
+    return None
+
+
+def _deployment_problem(deployment: Obj) -> tuple[str, str] | None:
+    for condition in (deployment.get("status") or {}).get("conditions") or []:
+        kind, value = condition.get("type"), condition.get("status")
+        if (
+            kind == "Progressing"
+            and value == "False"
+            and condition.get("reason") == PROGRESS_DEADLINE
+        ):
+            return PROGRESS_DEADLINE, str(condition.get("message", ""))
+        if kind == "ReplicaFailure" and value == "True":
+            return str(condition.get("reason") or "ReplicaFailure"), str(
+                condition.get("message", "")
+            )
+    return None
+
+
+def component_status(plan: RunnerPlan, observed: Observed) -> ComponentStatus:
+    """Readiness of one runner or of the API server, with the reason when not ready."""
+    runner = plan.component == naming.RUNNER_COMPONENT
+    base: dict[str, Any] = {
+        "name": plan.name,
+        "deployment": plan.object_name,
+        "service": plan.object_name,
+        "url": plan.url,
+        "workers": plan.workers if runner and not plan.invalid else None,
+        "gpus_per_pod": plan.gpus_per_pod if runner and not plan.invalid else None,
+        "worker_env": worker_summaries(plan),
+        "desired_replicas": plan.replicas,
+        "autoscaled": plan.autoscaled,
+    }
+    if plan.invalid is not None:
+        return ComponentStatus(
+            **{**base, "deployment": None, "service": None, "url": None},
+            reason=INVALID_SPEC,
+            message=plan.invalid,
+        )
+    deployment = observed.deployments.get(plan.object_name)
+    if deployment is None:
+        return ComponentStatus(
+            **base, reason=PENDING, message=f"Deployment {plan.object_name} is not created yet"
+        )
+    spec = deployment.get("spec") or {}
+    st = deployment.get("status") or {}
+    desired = plan.replicas if plan.replicas is not None else _int(spec.get("replicas"), 1)
+    total = _int(st.get("replicas"))
+    ready = _int(st.get("readyReplicas"))
+    updated = _int(st.get("updatedReplicas"))
+    available = _int(st.get("availableReplicas"))
+    generation = _int((deployment.get("metadata") or {}).get("generation"))
+    current = _int(st.get("observedGeneration")) >= generation and (
+        plan.replicas is None or _int(spec.get("replicas"), 1) == plan.replicas
+    )
+    counts = {
+        "desired_replicas": desired,
+        "ready_replicas": ready,
+        "updated_replicas": updated,
+        "available_replicas": available,
+    }
+    rolled_out = current and updated >= desired and total <= updated
+    if rolled_out and ready >= desired and available >= desired:
+        return ComponentStatus(**{**base, **counts}, ready=True)
+
+    problems = [pod_problem(p) for p in observed.pods if _matches(p, plan.selector)]
+    failing = [p for p in problems if p is not None]
+    if failing:
+        reason, message = min(failing, key=_problem_rank)
+        same = sum(1 for r, _ in failing if r == reason)
+        if same > 1:
+            message = f"{same} pods {reason}; {message}"
+    elif (problem := _deployment_problem(deployment)) is not None:
+        reason, message = problem
+    elif not rolled_out:
+        reason = ROLLING_OUT
+        message = f"{updated} of {desired} pods updated"
+    else:
+        reason = PENDING
+        message = f"{ready} of {desired} pods ready"
+    return ComponentStatus(**{**base, **counts}, reason=reason, message=message)
+
+
+def _problem_rank(problem: tuple[str, str]) -> int:
+    reason = problem[0]
+    if reason in FAILING_WAITING_REASONS:
+        return FAILING_WAITING_REASONS.index(reason)
+    return len(FAILING_WAITING_REASONS)
+
+
+Labelled = list[tuple[str, ComponentStatus]]  # ("runner NAME" or "api server", status)
+
+
+def _conditions(
+    components: Labelled,
+    generation: int | None,
+    previous: Obj | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    before = cond.previous_conditions(previous)
+    not_ready = [(label, c) for label, c in components if not c.ready]
+    failing = [(label, c) for label, c in not_ready if c.reason not in IN_PROGRESS]
+    moving = [(label, c) for label, c in not_ready if c.reason in IN_PROGRESS]
+
+    def describe(items: Labelled) -> str:
+        return "; ".join(f"{label}: {c.reason}: {c.message}" for label, c in items)
+
+    def make(type_: str, status: bool, reason: str, message: str) -> dict[str, Any]:
+        condition = cond.make_condition(type_, status, reason, message, generation, now, before)
+        return condition.model_dump(by_alias=True, exclude_none=True)
+
+    if not not_ready:
+        ready = make(cond.READY, True, "AllReplicasReady", f"{len(components)} components ready")
+    else:
+        first = (failing or moving)[0][1]
+        ready = make(cond.READY, False, str(first.reason), describe(not_ready))
+    if moving:
+        reason = ROLLING_OUT if any(c.reason == ROLLING_OUT for _, c in moving) else PENDING
+        progressing = make(cond.PROGRESSING, True, reason, describe(moving))
+    elif failing:
+        progressing = make(cond.PROGRESSING, False, str(failing[0][1].reason), describe(failing))
+    else:
+        progressing = make(cond.PROGRESSING, False, "RolloutComplete", "all replicas updated")
+    if failing:
+        degraded = make(cond.DEGRADED, True, str(failing[0][1].reason), describe(failing))
+    else:
+        degraded = make(cond.DEGRADED, False, "AsExpected", "")
+    return [ready, progressing, degraded]
+
+
+def _previous_reasons(previous: Obj | None) -> dict[str, str | None]:
+    if not previous:
+        return {}
+    out: dict[str, str | None] = {}
+    for entry in previous.get("runners") or []:
+        if isinstance(entry, Mapping):
+            out[f"runner {entry.get('name')}"] = entry.get("reason")
+    api = previous.get("apiServer")
+    if isinstance(api, Mapping):
+        out["api server"] = api.get("reason")
+    return out
+
+
+def _events(
+    components: Labelled, conditions: list[dict[str, Any]], previous: Obj | None
+) -> list[Event]:
+    events: list[Event] = []
+    was_ready = cond.condition_status(cond.previous_conditions(previous).values(), cond.READY)
+    ready = conditions[0]
+    if ready["status"] == "True" and was_ready != "True":
+        events.append(Event("Normal", "ServiceReady", ready["message"]))
+    elif ready["status"] != "True" and was_ready == "True":
+        events.append(Event("Warning", "ServiceNotReady", ready["message"]))
+    before = _previous_reasons(previous)
+    for label, c in components:
+        if c.reason is None or c.reason in IN_PROGRESS:
+            continue
+        if before.get(label) != c.reason:
+            events.append(Event("Warning", c.reason, f"{label}: {c.message}"))
+    return events
+
+
+def compute_status(
+    rendered: Rendered,
+    generation: int | None,
+    observed: Observed,
+    previous: Obj | None,
+    now: datetime,
+) -> StatusUpdate:
+    """The full `status` body (as the CRD schema stores it) and the events of transitions
+    since `previous` (Ready flips; a component newly failing, e.g. InvalidSpec,
+    Unschedulable, CrashLoopBackOff)."""
+    runners = [component_status(plan, observed) for plan in rendered.runners]
+    api = component_status(rendered.api_server, observed) if rendered.api_server else None
+    components: Labelled = [(f"runner {r.name}", r) for r in runners]
+    if api is not None:
+        components.append(("api server", api))
+    conditions = _conditions(components, generation, previous, now)
+    valid = [r for r in runners if r.reason != INVALID_SPEC]
+    status = RunnerServiceStatus(
+        observed_generation=generation,
+        runners=runners,
+        api_server=api,
+        ready_runners=f"{sum(r.ready for r in runners)}/{len(runners)}",
+        workers=sum((r.workers or 0) * (r.desired_replicas or 0) for r in valid),
+        gpus=sum((r.gpus_per_pod or 0) * (r.desired_replicas or 0) for r in valid),
+    )
+    body = status.model_dump(by_alias=True, exclude_none=True)
+    body["conditions"] = conditions
+    return StatusUpdate(body, _events(components, conditions, previous))
+
+
+def invalid_spec_status(
+    generation: int | None, message: str, previous: Obj | None, now: datetime
+) -> StatusUpdate:
+    """Status of a spec the models reject (written before a CRD upgrade, or CEL-free edits):
+    not Ready, Degraded with InvalidSpec, nothing rendered."""
+    before = cond.previous_conditions(previous)
+
+    def make(type_: str, status: bool) -> dict[str, Any]:
+        condition = cond.make_condition(
+            type_, status, INVALID_SPEC, message, generation, now, before
+        )
+        return condition.model_dump(by_alias=True, exclude_none=True)
+
+    conditions = [make(cond.READY, False), make(cond.PROGRESSING, False), make(cond.DEGRADED, True)]
+    body = RunnerServiceStatus(observed_generation=generation).model_dump(
+        by_alias=True, exclude_none=True
+    )
+    body["conditions"] = conditions
+    events: list[Event] = []
+    if cond.condition_status(before.values(), cond.DEGRADED) != "True" or (
+        before.get(cond.DEGRADED, {}).get("reason") != INVALID_SPEC
+    ):
+        events.append(Event("Warning", INVALID_SPEC, message))
+    return StatusUpdate(body, events)
