@@ -1,0 +1,336 @@
+"""kopf wiring and the one level-based reconcile of a RunnerService.
+
+kopf only watches: every event (RunnerService, owned children, their pods) is recorded in the
+`Cache` and turns into a key on the `WorkQueue`. Workers run `reconcile`, which validates the
+spec, renders the children (pure), applies them with server-side apply, prunes what the spec no
+longer names, and writes only `status` (pure `compute_status`). Low-level `on.event` handlers
+write no annotations and add no finalizer, so deleting a RunnerService never waits for the
+operator; owner references make the garbage collector remove the children.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from kuberunner_operator import settings as s
+from kuberunner_operator.kube import ApiError, KubeClient
+from kuberunner_operator.metrics import MANAGED_SERVICES, QUEUE_DEPTH, RECONCILE_DURATION
+from kuberunner_operator.metrics import RECONCILE_TOTAL as RECONCILE
+from kuberunner_operator.models import RunnerServiceSpec
+from kuberunner_operator.observe import (
+    Activity,
+    Cache,
+    ServiceKey,
+    ServiceState,
+    WorkQueue,
+    merge_patch,
+    owner_key,
+)
+from kuberunner_operator.render import Rendered, render_service
+from kuberunner_operator.status import Observed, compute_status, invalid_spec_status
+
+log = logging.getLogger("kuberunner.operator")
+
+EVENT_TYPES = {"Normal", "Warning"}
+
+
+@dataclass
+class Runtime:
+    """Operator-wide context, handed to kopf as the memo (shared, never copied)."""
+
+    config: s.OperatorConfig
+    kube: KubeClient
+    activity: Activity
+    cache: Cache = field(default_factory=Cache)
+    queue: WorkQueue = field(default_factory=WorkQueue)
+
+    def __copy__(self) -> Runtime:
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# kopf handlers: record, enqueue, return.
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
+    s.configure_kopf(settings, memo.config)
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # kopf's own minimal loaders, in the order of `kube.load_config`: the `kubernetes` package
+    # is never imported (it is most of a Python operator's memory, P9).
+    if os.environ.get("KUBECONFIG"):
+        return kopf.login_with_kubeconfig(**kwargs)
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.event(s.GROUP, s.VERSION, s.PLURAL)
+async def runnerservice_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
+    obj = event["object"]
+    meta = obj.get("metadata") or {}
+    key: ServiceKey = (str(meta.get("namespace")), str(meta.get("name")))
+    memo.activity.last_event = time.monotonic()
+    if event["type"] == "DELETED":
+        memo.cache.set_service(key, None)
+        MANAGED_SERVICES.set(memo.cache.managed_count())
+        return
+    known = memo.cache.services.get(key)
+    spec_changed = (
+        known is None or known.body is None or _generation(known.body) != (meta.get("generation"))
+    )
+    memo.cache.set_service(key, obj)
+    MANAGED_SERVICES.set(memo.cache.managed_count())
+    # Spec changes reconcile at once; status-only echoes of our own writes coalesce.
+    memo.queue.add(key, 0.0 if spec_changed else memo.config.debounce_seconds)
+
+
+async def _child_event(event: kopf.RawEvent, kind: str, memo: Runtime) -> None:
+    obj = dict(event["object"])
+    obj.setdefault("kind", kind)
+    memo.activity.last_event = time.monotonic()
+    drifted = memo.cache.set_child(obj, deleted=event["type"] == "DELETED")
+    if drifted is not None:
+        memo.queue.add(drifted)  # edited or deleted by someone else: repair now
+        return
+    key = owner_key(obj)
+    if key is not None and _known(memo, key):
+        memo.queue.add(key, memo.config.debounce_seconds)
+
+
+def _known(memo: Runtime, key: ServiceKey) -> bool:
+    st = memo.cache.services.get(key)
+    return st is not None and st.body is not None
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={s.MANAGED_BY: "kuberunner"})
+async def deployment_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
+    await _child_event(event, "Deployment", memo)
+
+
+@kopf.on.event("v1", "services", labels={s.MANAGED_BY: "kuberunner"})
+async def service_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
+    await _child_event(event, "Service", memo)
+
+
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels={s.MANAGED_BY: "kuberunner"})
+async def hpa_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
+    await _child_event(event, "HorizontalPodAutoscaler", memo)
+
+
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels={s.MANAGED_BY: "kuberunner"})
+async def pdb_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
+    await _child_event(event, "PodDisruptionBudget", memo)
+
+
+@kopf.on.event("v1", "pods", labels={s.MANAGED_BY: "kuberunner"})
+async def pod_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
+    memo.activity.last_event = time.monotonic()
+    key = memo.cache.set_pod(event["object"], deleted=event["type"] == "DELETED")
+    if key is not None and _known(memo, key):
+        memo.queue.add(key, memo.config.debounce_seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# The reconcile loop (runs in worker tasks next to kopf, in the same event loop).
+
+
+def _generation(body: Mapping[str, Any]) -> int:
+    return int((body.get("metadata") or {}).get("generation") or 0)
+
+
+def _digest(objects: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()
+
+
+async def worker(rt: Runtime) -> None:
+    while True:
+        key = await rt.queue.get()
+        QUEUE_DEPTH.set(rt.queue.depth())
+        start = time.perf_counter()
+        result = "error"
+        try:
+            result = await reconcile(rt, key)
+        except ApiError as exc:
+            log.warning("reconcile %s/%s: API error %s", key[0], key[1], exc)
+        except Exception:
+            log.exception("reconcile %s/%s failed", key[0], key[1])
+        finally:
+            RECONCILE_DURATION.observe(time.perf_counter() - start)
+            RECONCILE.labels(result=result).inc()
+            rt.queue.done(key)
+        st = rt.cache.services.get(key)
+        if st is None:
+            continue
+        if result == "error":
+            # Exponential backoff per service, capped: never a hot retry loop.
+            st.failures += 1
+            rt.queue.add(key, min(0.5 * 2**st.failures, 120.0))
+        else:
+            st.failures = 0
+
+
+async def resync_loop(rt: Runtime, period: float = 5.0) -> None:
+    """Queue services whose last full apply is older than their jittered resync interval."""
+    while True:
+        await asyncio.sleep(period)
+        now = time.monotonic()
+        for key, st in list(rt.cache.services.items()):
+            if st.body is not None and st.applied_at and now - st.applied_at > st.resync_after:
+                st.drift = True
+                rt.queue.add(key)
+
+
+async def reconcile(rt: Runtime, key: ServiceKey) -> str:
+    """Converge one RunnerService; returns the metrics result (success, error, requeue)."""
+    st = rt.cache.services.get(key)
+    body = st.body if st is not None else None
+    if st is None or body is None or body["metadata"].get("deletionTimestamp"):
+        return "success"  # gone or going: the garbage collector removes the children
+    namespace, name = key
+    meta = body["metadata"]
+    generation = _generation(body)
+    previous: dict[str, Any] = dict(body.get("status") or {})
+    now = datetime.now(UTC)
+
+    try:
+        spec = RunnerServiceSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        status, events = invalid_spec_status(generation, _validation_message(exc), previous, now)
+        await _write_status(rt, st, key, previous, status, events)
+        return "error"  # terminal until the spec changes: no requeue (the spec event will)
+
+    rendered = render_service(name, namespace, str(meta["uid"]), generation, spec)
+    digest = _digest(rendered.objects)
+    if st.drift or digest != st.applied_hash:
+        await _apply(rt, key, rendered.objects)
+        await _prune(rt, key, st, rendered, str(meta["uid"]))
+        st.applied_hash, st.applied_at, st.drift = digest, time.monotonic(), False
+        st.resync_after = rt.config.resync_delay()
+
+    observed = Observed(
+        deployments={
+            child_name: child
+            for (kind, child_name), child in st.children.items()
+            if kind == "Deployment"
+        },
+        pods=list(st.pods.values()),
+        hpas={
+            child_name: child
+            for (kind, child_name), child in st.children.items()
+            if kind == "HorizontalPodAutoscaler"
+        },
+    )
+    status, events = compute_status(rendered, generation, observed, previous, now)
+    await _write_status(rt, st, key, previous, status, events)
+    return "success"
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"spec.{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return "; ".join(parts)
+
+
+async def _apply(rt: Runtime, key: ServiceKey, objects: list[dict[str, Any]]) -> None:
+    for obj in objects:  # render's order: a Deployment exists before the HPA that targets it
+        live = await rt.kube.apply(obj)
+        live.setdefault("kind", obj["kind"])
+        rt.cache.record_applied(key, live)
+
+
+async def _prune(
+    rt: Runtime, key: ServiceKey, st: ServiceState, rendered: Rendered, uid: str
+) -> None:
+    """Delete children of runners no longer in the spec (an invalid runner keeps its last good
+    objects: a typo must not take a serving runner down)."""
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in rendered.objects}
+    keep_names = {plan.object_name for plan in rendered.plans if plan.invalid}
+    for (kind, child_name), child in list(st.children.items()):
+        if (kind, child_name) in wanted or child_name in keep_names:
+            continue
+        owners = (child.get("metadata") or {}).get("ownerReferences") or []
+        if not any(ref.get("uid") == uid for ref in owners):
+            continue
+        api_version = str(child.get("apiVersion") or _API_VERSIONS[kind])
+        if await rt.kube.delete(api_version, kind, child_name, key[0]):
+            log.info("pruned %s %s/%s", kind, key[0], child_name)
+        st.children.pop((kind, child_name), None)
+        st.applied_generations.pop((kind, child_name), None)
+
+
+_API_VERSIONS = {
+    "Deployment": "apps/v1",
+    "Service": "v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
+    "PodDisruptionBudget": "policy/v1",
+}
+
+
+async def _write_status(
+    rt: Runtime,
+    st: ServiceState,
+    key: ServiceKey,
+    previous: dict[str, Any],
+    status: dict[str, Any],
+    events: Sequence[tuple[str, str, str]],
+) -> None:
+    patch = merge_patch(previous, status)
+    if patch:
+        live = await rt.kube.patch_status(s.API_VERSION, s.KIND, key[1], key[0], patch)
+        if st.body is not None:  # the watch echo may lag; the next pass diffs against this
+            st.body["status"] = live.get("status") or status
+    for type_, reason, message in events:
+        await _post_event(rt, st, type_, reason, message)
+
+
+async def _post_event(rt: Runtime, st: ServiceState, type_: str, reason: str, msg: str) -> None:
+    body = st.body
+    if body is None:
+        return
+    meta = body["metadata"]
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "generateName": f"{meta['name']}.",
+            "namespace": meta["namespace"],
+        },
+        "involvedObject": {
+            "apiVersion": s.API_VERSION,
+            "kind": s.KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": type_ if type_ in EVENT_TYPES else "Normal",
+        "reason": reason,
+        "message": msg[:1024],
+        "source": {"component": "kuberunner-operator"},
+        "reportingComponent": "kuberunner.io/operator",
+        "reportingInstance": rt.config.identity[:128],
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+    try:
+        await rt.kube.create(event)
+    except ApiError as exc:  # an event is best effort; status already says it
+        log.warning("posting event %s failed: %s", reason, exc)

@@ -1,0 +1,120 @@
+"""`kuberunner operator run`: kopf embedded in our own event loop, behind an optional Lease.
+
+Order of things: logging, metrics and health servers (threads), one API client, then (with
+`--leader-elect`) wait for the Lease, then kopf's watches plus our reconcile workers. Losing the
+Lease ends the process with exit code 1 so Kubernetes restarts it as a standby.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import time
+
+import kopf
+
+from kuberunner_operator import handlers, metrics
+from kuberunner_operator.kube import KubeClient, load_config
+from kuberunner_operator.leader import LeaderElector, LeadershipLost
+from kuberunner_operator.observe import Activity
+from kuberunner_operator.settings import LEASE_NAME, OperatorConfig
+
+log = logging.getLogger("kuberunner.operator")
+
+EXIT_LEADERSHIP_LOST = 1
+
+
+def configure_logging(log_format: str) -> None:
+    fmt = kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=False, log_format=fmt, log_refkey="object")
+    # httpx logs every request URL at INFO: far too chatty for an operator.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+async def _heartbeat(activity: Activity) -> None:
+    while True:
+        activity.heartbeat = time.monotonic()
+        await asyncio.sleep(1.0)
+
+
+async def _serve(config: OperatorConfig) -> int:
+    activity = Activity()
+    policy = metrics.HealthPolicy(activity, stale_after=600.0, loop_stall_after=30.0)
+    metrics.serve_metrics(config.metrics_address)
+    health = metrics.serve_health(config.health_address, policy)
+    background = [asyncio.create_task(_heartbeat(activity))]
+
+    async with KubeClient(load_config(), max_connections=config.max_connections) as kube:
+        elector: LeaderElector | None = None
+        if config.leader_elect:
+            elector = LeaderElector(
+                kube,
+                LEASE_NAME,
+                config.lease_namespace,
+                config.identity,
+                lease_duration=config.lease_duration,
+                renew_deadline=config.renew_deadline,
+                retry_period=config.retry_period,
+            )
+            await elector.acquire()
+        activity.leading = True
+        metrics.LEADER.set(1)
+
+        runtime = handlers.Runtime(config=config, kube=kube, activity=activity)
+        background += [asyncio.create_task(handlers.worker(runtime)) for _ in range(config.workers)]
+        background.append(asyncio.create_task(handlers.resync_loop(runtime)))
+        ready = asyncio.Event()
+        background.append(asyncio.create_task(_mark_watching(ready, activity)))
+        operator = asyncio.create_task(
+            kopf.operator(
+                clusterwide=config.clusterwide,
+                namespaces=list(config.namespaces),
+                standalone=True,
+                ready_flag=ready,
+                memo=runtime,
+            )
+        )
+        watched = [operator]
+        if elector is not None:
+            watched.append(asyncio.create_task(elector.hold()))
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        for task in done:
+            exc = task.exception()
+            if isinstance(exc, LeadershipLost):
+                log.error("leadership lost, exiting: %s", exc)
+                code = EXIT_LEADERSHIP_LOST
+            elif exc is not None:
+                log.error("operator stopped: %r", exc)
+                code = 1
+        activity.leading = False
+        metrics.LEADER.set(0)
+        for task in [*watched, *background]:
+            task.cancel()
+        for task in [*watched, *background]:
+            with contextlib.suppress(BaseException):
+                await task
+        if elector is not None and code == 0:
+            await elector.release()
+    health.shutdown()
+    return code
+
+
+async def _mark_watching(ready: asyncio.Event, activity: Activity) -> None:
+    await ready.wait()
+    activity.watching = True
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    """Entry point of `kuberunner operator run` (flags in docs/contracts.md)."""
+    config = OperatorConfig.from_args(args)
+    configure_logging(config.log_format)
+    log.info(
+        "starting operator %s (namespaces: %s, leader election: %s)",
+        config.identity,
+        ",".join(config.namespaces) or "all",
+        config.leader_elect,
+    )
+    return asyncio.run(_serve(config))
