@@ -20,6 +20,7 @@ injectable `SystemResourceProbe` (default `resources.detect_system_resources`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from abc import ABC, abstractmethod
@@ -84,6 +85,7 @@ class WorkerPlan:
     count: int
     devices: tuple[str, ...] | None  # GPU path: one entry per worker
     threads: str | None  # CPU path: value of every thread variable
+    warnings: tuple[str, ...] = ()  # logged once, by get_worker_count
 
     def env(self, worker_index: int) -> dict[str, str]:
         if self.devices is not None:
@@ -193,17 +195,14 @@ def _cpu_plan(runnable: object, name: str, cpus: float, wpr: int | float) -> Wor
         )
     if multi_threading:
         threads = math.ceil(cpus)
+        notes: tuple[str, ...] = ()
         if wpr > 1:
             # Kept for parity with BentoML: every worker gets the whole request as threads.
-            logger.warning(
-                "Runnable '%s': %d multi-threaded workers each get %d threads (the whole CPU "
-                "request); the CPU is oversubscribed %d times.",
-                name,
-                wpr,
-                threads,
-                wpr,
+            notes = (
+                f"Runnable '{name}': {wpr} multi-threaded workers each get {threads} threads "
+                f"(the whole CPU request); the CPU is oversubscribed {wpr} times.",
             )
-        return WorkerPlan(wpr, None, str(threads))
+        return WorkerPlan(wpr, None, str(threads), notes)
     return WorkerPlan(math.ceil(cpus) * wpr, None, "1")
 
 
@@ -221,11 +220,13 @@ def plan_workers(
     if resolved.gpus and res.NVIDIA_GPU in supported:
         return _gpu_plan(name, resolved.gpus, wpr)
     if resolved.cpu is not None and resolved.cpu > 0:
+        plan = _cpu_plan(runnable, name, resolved.cpu, wpr)
         if res.CPU not in supported:
-            logger.warning(
-                "No known supported resource available for %s, falling back to using CPU.", name
+            fallback = (
+                f"No known supported resource available for {name}, falling back to using CPU."
             )
-        return _cpu_plan(runnable, name, resolved.cpu, wpr)
+            plan = dataclasses.replace(plan, warnings=(fallback, *plan.warnings))
+        return plan
     raise ValueError(
         f"No known supported resource available for Runnable '{name}': resource request "
         f"{resource_request!r} gives no usable GPU for SUPPORTED_RESOURCES {supported} and no "
@@ -269,7 +270,10 @@ class DefaultStrategy(Strategy):
         *,
         system: res.SystemResourceProbe = res.detect_system_resources,
     ) -> int:
-        return plan_workers(runnable_class, resource_request, workers_per_resource, system).count
+        plan = plan_workers(runnable_class, resource_request, workers_per_resource, system)
+        for warning in plan.warnings:
+            logger.warning("%s", warning)
+        return plan.count
 
     @classmethod
     def get_worker_env(
