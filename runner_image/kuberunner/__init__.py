@@ -13,6 +13,7 @@ from kuberunner.exceptions import (
 )
 from kuberunner.runnable import Runnable, RunnableMethod, RunnableMethodConfig
 from kuberunner.runner import AbstractRunner, Runner, RunnerMethod
+from kuberunner.service import Service
 from kuberunner.strategy import DefaultStrategy, Strategy
 
 __version__ = "0.1.0"
@@ -31,6 +32,7 @@ __all__ = [
     "RunnableMethodConfig",
     "Runner",
     "RunnerMethod",
+    "Service",
     "ServiceUnavailable",
     "StateException",
     "Strategy",
