@@ -1,0 +1,323 @@
+"""The operator against the real dev cluster: kubectl in, Deployments, pods and status out.
+
+One operator process (the real CLI) serves the module; it watches only namespaces named
+`kr-op-*`, and every test works in a namespace of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from test_operator_support import (
+    OperatorProcess,
+    children,
+    condition,
+    container_env,
+    deployment,
+    get_rsvc,
+    gpu_runner,
+    install_crd,
+    kubectl_wait_ready,
+    new_namespace,
+    rsvc,
+    runner,
+    runner_status,
+)
+
+from k8s_helpers import apply, kubectl, kubectl_json, wait_for
+from kuberunner_operator.devcluster import ClusterInfo
+
+pytestmark = pytest.mark.cluster
+
+NS_PREFIX = "kr-op"
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    install_crd(cluster)
+    proc = OperatorProcess(
+        cluster, tmp_path_factory.mktemp("operator"), f"--namespace={NS_PREFIX}-*"
+    )
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        code = proc.stop()
+        assert code == 0, f"operator exit code {code}: {proc.log()[-3000:]}"
+
+
+@pytest.fixture
+def ns(cluster: ClusterInfo, operator: OperatorProcess) -> Iterator[str]:
+    name = new_namespace(cluster, NS_PREFIX)
+    try:
+        yield name
+    finally:
+        kubectl(cluster, "delete", "namespace", name, "--wait=false", check=False)
+
+
+def plan_names(cluster: ClusterInfo, ns: str, service: str) -> dict[str, str]:
+    """runner name -> Deployment name, from the service's status."""
+    status = get_rsvc(cluster, ns, service).get("status") or {}
+    return {r["name"]: r["deployment"] for r in status.get("runners") or [] if r.get("deployment")}
+
+
+def test_gpu_and_cpu_runners_become_ready_with_worker_env_maps(
+    cluster: ClusterInfo, ns: str
+) -> None:
+    apply(
+        cluster,
+        rsvc(
+            "mixed",
+            [
+                gpu_runner("tok_a", 4, workersPerResource=0.5),
+                runner(
+                    "cpu-b",
+                    resources={"cpu": "3", "memory": "64Mi"},
+                    supportsCpuMultiThreading=True,
+                    workersPerResource=2,
+                ),
+            ],
+        ),
+        namespace=ns,
+    )
+    kubectl_wait_ready(cluster, ns, "mixed")
+    body = get_rsvc(cluster, ns, "mixed")
+    assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
+    names = plan_names(cluster, ns, "mixed")
+
+    gpu = deployment(cluster, ns, names["tok_a"])
+    env_map = json.loads(container_env(gpu)["KUBERUNNER_WORKER_ENV_MAP"])
+    assert env_map == {"0": {"CUDA_VISIBLE_DEVICES": "0,1"}, "1": {"CUDA_VISIBLE_DEVICES": "2,3"}}
+    container = gpu["spec"]["template"]["spec"]["containers"][0]
+    assert str(container["resources"]["limits"]["nvidia.com/gpu"]) == "4"
+    tolerations = gpu["spec"]["template"]["spec"]["tolerations"]
+    assert any(t.get("key") == "nvidia.com/gpu" for t in tolerations)
+    assert gpu["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+
+    cpu = deployment(cluster, ns, names["cpu-b"])
+    cpu_map = json.loads(container_env(cpu)["KUBERUNNER_WORKER_ENV_MAP"])
+    assert sorted(cpu_map) == ["0", "1"]
+    assert all("3" in worker.values() for worker in cpu_map.values())
+
+    pods = kubectl_json(cluster, "get", "pods", "-n", ns)["items"]
+    placed = {p["metadata"]["labels"]["kuberunner.io/runner"]: p["spec"]["nodeName"] for p in pods}
+    assert placed["tok_a"].startswith("kwok-gpu-")
+    assert placed["cpu-b"].startswith("kwok-cpu-")
+
+    tok = runner_status(cluster, ns, "mixed", "tok_a")
+    assert tok["workers"] == 2
+    assert tok["ready"] is True
+    # Services exist too, one per runner, selected by the same labels.
+    kinds = sorted(o["kind"] for o in children(cluster, ns, "mixed"))
+    assert kinds == ["Deployment", "Deployment", "Service", "Service"]
+
+
+def test_nine_gpus_on_eight_gpu_nodes_is_unschedulable_and_never_ready(
+    cluster: ClusterInfo, ns: str
+) -> None:
+    apply(cluster, rsvc("huge", [gpu_runner("big", 9)]), namespace=ns)
+    entry = wait_for(
+        lambda: (
+            (e := runner_status(cluster, ns, "huge", "big")).get("reason") == "Unschedulable" and e
+        ),
+        timeout=60,
+        message="runner big Unschedulable",
+    )
+    assert "nvidia.com/gpu" in entry["message"]  # the scheduler's own words
+    time.sleep(3)
+    ready = condition(get_rsvc(cluster, ns, "huge"), "Ready")
+    assert ready["status"] == "False"
+    assert ready["reason"] == "Unschedulable"
+
+
+def test_spec_update_rolls_out_bumps_observed_generation_and_prunes_removed_runner(
+    cluster: ClusterInfo, ns: str
+) -> None:
+    apply(cluster, rsvc("upd", [runner("keep"), runner("drop")]), namespace=ns)
+    kubectl_wait_ready(cluster, ns, "upd")
+    names = plan_names(cluster, ns, "upd")
+    before = deployment(cluster, ns, names["keep"])
+    gen = get_rsvc(cluster, ns, "upd")["metadata"]["generation"]
+
+    apply(
+        cluster,
+        rsvc("upd", [runner("keep", env=[{"name": "MODEL_REV", "value": "2"}])]),
+        namespace=ns,
+    )
+    wait_for(
+        lambda: get_rsvc(cluster, ns, "upd")["status"]["observedGeneration"] == gen + 1,
+        timeout=30,
+        message="observedGeneration bumped",
+    )
+    kubectl_wait_ready(cluster, ns, "upd")
+    after = deployment(cluster, ns, names["keep"])
+    assert container_env(after)["MODEL_REV"] == "2"
+    assert after["metadata"]["generation"] > before["metadata"]["generation"]
+    assert after["status"]["updatedReplicas"] == after["spec"]["replicas"]
+    wait_for(
+        lambda: (
+            sorted(o["metadata"]["name"] for o in children(cluster, ns, "upd"))
+            == [names["keep"], names["keep"]]
+        ),
+        timeout=30,
+        message="children of the removed runner pruned",
+    )
+
+
+def test_replicas_set_by_the_autoscaler_are_never_reverted(cluster: ClusterInfo, ns: str) -> None:
+    scaled = runner("auto", autoscaling={"minReplicas": 1, "maxReplicas": 5})
+    apply(cluster, rsvc("hpa", [scaled]), namespace=ns)
+    kubectl_wait_ready(cluster, ns, "hpa")
+    name = plan_names(cluster, ns, "hpa")["auto"]
+    assert kubectl_json(cluster, "get", "hpa", name, "-n", ns)["spec"]["maxReplicas"] == 5
+    # Scale as the HPA controller does: through the scale subresource, another field manager.
+    kubectl(cluster, "scale", f"deployment/{name}", "-n", ns, "--replicas=3")
+    # A spec change makes the operator re-apply the Deployment.
+    scaled["env"] = [{"name": "TOUCH", "value": "1"}]
+    apply(cluster, rsvc("hpa", [scaled]), namespace=ns)
+    wait_for(
+        lambda: container_env(deployment(cluster, ns, name)).get("TOUCH") == "1",
+        timeout=30,
+        message="re-applied Deployment",
+    )
+    time.sleep(3)
+    assert deployment(cluster, ns, name)["spec"]["replicas"] == 3
+    wait_for(
+        lambda: runner_status(cluster, ns, "hpa", "auto").get("readyReplicas") == 3,
+        timeout=60,
+        message="status follows the autoscaled replica count",
+    )
+
+
+def test_hand_edits_and_deletion_of_a_deployment_are_repaired(
+    cluster: ClusterInfo, ns: str
+) -> None:
+    apply(cluster, rsvc("drift", [runner("r")]), namespace=ns)
+    kubectl_wait_ready(cluster, ns, "drift")
+    name = plan_names(cluster, ns, "drift")["r"]
+    original = deployment(cluster, ns, name)
+    image = original["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    kubectl(cluster, "set", "image", f"deployment/{name}", "-n", ns, "runner=evil.example/x:1")
+    kubectl(cluster, "set", "env", f"deployment/{name}", "-n", ns, "INJECTED=1")
+
+    def repaired() -> bool:
+        dep = deployment(cluster, ns, name)
+        container = dep["spec"]["template"]["spec"]["containers"][0]
+        return container["image"] == image and "INJECTED" not in container_env(dep)
+
+    wait_for(repaired, timeout=15, message="image and env restored")
+
+    kubectl(cluster, "delete", "deployment", name, "-n", ns, "--wait=false")
+    wait_for(
+        lambda: deployment(cluster, ns, name)["metadata"]["uid"] != original["metadata"]["uid"],
+        timeout=15,
+        message="deleted Deployment recreated",
+    )
+    kubectl_wait_ready(cluster, ns, "drift")
+
+
+def test_deleting_the_service_garbage_collects_every_child(cluster: ClusterInfo, ns: str) -> None:
+    apply(cluster, rsvc("gone", [runner("a"), runner("b")]), namespace=ns)
+    kubectl_wait_ready(cluster, ns, "gone")
+    assert len(children(cluster, ns, "gone")) == 4
+    # No finalizer: deletion completes without the operator's help.
+    assert not get_rsvc(cluster, ns, "gone")["metadata"].get("finalizers")
+    kubectl(cluster, "delete", "rsvc", "gone", "-n", ns, "--timeout=30s")
+    wait_for(
+        lambda: children(cluster, ns, "gone", "deployments,services,replicasets,pods") == [],
+        timeout=90,
+        message="children garbage-collected",
+    )
+
+
+def test_strategy_error_is_invalid_spec_in_status_and_creates_nothing(
+    cluster: ClusterInfo, ns: str, operator: OperatorProcess
+) -> None:
+    errors_before = operator.metric("kuberunner_operator_reconcile_total", 'result="error"')
+    apply(
+        cluster,
+        rsvc("bad", [gpu_runner("frac", 2, workersPerResource=1.5), runner("fine")]),
+        namespace=ns,
+    )
+    entry = wait_for(
+        lambda: (
+            (e := runner_status(cluster, ns, "bad", "frac")).get("reason") == "InvalidSpec" and e
+        ),
+        timeout=30,
+        message="runner frac InvalidSpec",
+    )
+    assert "workers_per_resource" in entry["message"]
+    assert "1.5" in entry["message"]
+    wait_for(
+        lambda: runner_status(cluster, ns, "bad", "fine").get("ready") is True,
+        timeout=60,
+        message="the valid runner still runs",
+    )
+    deployments = children(cluster, ns, "bad", "deployments")
+    assert [d["metadata"]["labels"]["kuberunner.io/runner"] for d in deployments] == ["fine"]
+    body = get_rsvc(cluster, ns, "bad")
+    assert condition(body, "Ready")["status"] == "False"
+    assert condition(body, "Degraded")["reason"] == "InvalidSpec"
+    events = kubectl_json(
+        cluster, "get", "events", "-n", ns, "--field-selector", "involvedObject.name=bad"
+    )["items"]
+    assert any(e["reason"] == "InvalidSpec" for e in events)
+    # A strategy error is a user error, reported, not retried hot.
+    time.sleep(3)
+    assert operator.metric("kuberunner_operator_reconcile_total", 'result="error"') == (
+        errors_before
+    )
+
+
+def test_crashlooping_pods_are_reported_with_their_reason(cluster: ClusterInfo, ns: str) -> None:
+    crashing = runner("boom", podTemplate={"annotations": {"kuberunner.io/simulate": "crashloop"}})
+    apply(cluster, rsvc("crash", [crashing]), namespace=ns)
+    entry = wait_for(
+        lambda: (
+            (e := runner_status(cluster, ns, "crash", "boom")).get("reason") == "CrashLoopBackOff"
+            and e
+        ),
+        timeout=60,
+        message="runner boom CrashLoopBackOff",
+    )
+    assert entry["ready"] is False
+    assert condition(get_rsvc(cluster, ns, "crash"), "Ready")["status"] == "False"
+
+
+def test_metrics_and_health_endpoints(
+    cluster: ClusterInfo, ns: str, operator: OperatorProcess
+) -> None:
+    apply(cluster, rsvc("metered", [runner("m")]), namespace=ns)
+    kubectl_wait_ready(cluster, ns, "metered")
+    assert operator.metric("kuberunner_operator_reconcile_total", 'result="success"') >= 1
+    assert operator.metric("kuberunner_operator_managed_services") >= 1
+    assert operator.metric("kuberunner_operator_reconcile_duration_seconds_count") >= 1
+    text = operator.metrics()
+    assert "kuberunner_operator_build_info{" in text
+    assert operator.health("/healthz") == 200
+    assert operator.health("/readyz") == 200
+
+
+def test_operator_logs_are_json_and_never_show_env_values(
+    cluster: ClusterInfo, ns: str, operator: OperatorProcess
+) -> None:
+    secret_ref = {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+    plain = {"name": "PLAIN_VALUE_MARKER", "value": "sup3r-s3cret-literal"}
+    apply(cluster, rsvc("quiet", [runner("q")], env=[secret_ref, plain]), namespace=ns)
+    wait_for(
+        lambda: get_rsvc(cluster, ns, "quiet").get("status", {}).get("observedGeneration") == 1,
+        timeout=30,
+        message="status written",
+    )
+    log = operator.log()
+    assert "sup3r-s3cret-literal" not in log
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert lines
+    for line in lines[:50]:
+        json.loads(line)
