@@ -187,7 +187,7 @@ class ContainerResources(ApiModel):
 
 
 class PodTemplate(ApiModel):
-    """Pod settings. Set on the service they apply to every pod; a runner's or the API server's
+    """Pod settings. On the service they apply to every pod; a runner's or the API server's
     own podTemplate is merged over it field by field: maps merge (the inner value wins per
     key), env, volumes merge by name, volumeMounts by mountPath, tolerations by key and effect,
     securityContext and affinity merge recursively, and scalars are replaced."""
@@ -519,9 +519,7 @@ class RunnerServiceSpec(ApiModel):
         default_factory=list,
         description="Environment of every pod (valueFrom is passed through unchanged).",
     )
-    pod_template: PodTemplate | None = Field(
-        default=None, description="Pod settings applied to every pod. " + str(PodTemplate.__doc__)
-    )
+    pod_template: PodTemplate | None = Field(default=None, description=PodTemplate.__doc__)
     runners: list[RunnerSpec] = Field(
         min_length=1,
         max_length=MAX_RUNNERS,
