@@ -1,0 +1,208 @@
+"""``RemoteRunnerHandle``: a runner's calls sent to a runner server over HTTP (httpx).
+
+``Runner.init_client()`` installs it. The address comes from the ``address`` argument or from
+``KUBERUNNER_RUNNER_MAP`` (JSON ``{runner_name: "http://host:port"}``, which the operator
+injects into the API server). Connections are pooled HTTP/1.1 keep-alive: a sync ``httpx.Client``
+for ``run`` and one ``httpx.AsyncClient`` per event loop for ``async_run`` and streams. Numpy
+arrays travel in the binary formats of ``kuberunner.server.wire`` automatically, and error
+answers become the library's exceptions. Unlike BentoML's client, streams check the status and
+``is_ready`` never raises (reference section 10, items 13 and 14).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from kuberunner.exceptions import (
+    ConfigError,
+    InvalidArgument,
+    KuberunnerException,
+    NotFound,
+    RemoteException,
+    ServiceUnavailable,
+)
+from kuberunner.handles.base import RunnerHandle
+from kuberunner.server import wire
+
+if TYPE_CHECKING:
+    from kuberunner.runner import Runner, RunnerMethod
+
+RUNNER_MAP_VAR = "KUBERUNNER_RUNNER_MAP"
+
+
+def runner_address(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """The URL of runner ``name`` from ``KUBERUNNER_RUNNER_MAP``."""
+    env = os.environ if environ is None else environ
+    text = env.get(RUNNER_MAP_VAR)
+    if not text:
+        raise ConfigError(
+            f"no address for runner '{name}': pass address=... to init_client() or set "
+            f"{RUNNER_MAP_VAR}"
+        )
+    try:
+        mapping = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{RUNNER_MAP_VAR} is not valid JSON: {exc}") from exc
+    if not isinstance(mapping, dict) or not isinstance(mapping.get(name), str):
+        known = sorted(mapping) if isinstance(mapping, dict) else []
+        raise ConfigError(f"{RUNNER_MAP_VAR} has no URL for runner '{name}' (it names {known})")
+    return str(mapping[name])
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        payload = json.loads(response.content)
+    except ValueError:
+        return response.text.strip()
+    if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+        return str(payload["error"])
+    return response.text.strip()
+
+
+def error_for(runner: str, response: httpx.Response) -> KuberunnerException:
+    """Map a runner server's error answer to the library's exception."""
+    message = _error_message(response)
+    status = response.status_code
+    if status == 400:
+        return InvalidArgument(message)
+    if status == 404:
+        return NotFound(message)
+    if status == 503:
+        return ServiceUnavailable(message)
+    return RemoteException(f"runner '{runner}' answered {status}: {message}")
+
+
+class RemoteRunnerHandle(RunnerHandle):
+    def __init__(
+        self,
+        runner: Runner,
+        address: str | None = None,
+        *,
+        timeout: float | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        super().__init__(runner)
+        self.address = (address or runner_address(runner.name)).rstrip("/")
+        self.timeout = float(timeout if timeout is not None else runner.config.traffic.timeout)
+        self._limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._sync: httpx.Client | None = None
+        self._async: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
+
+    def __repr__(self) -> str:
+        return f"RemoteRunnerHandle(runner={self.runner.name!r}, address={self.address!r})"
+
+    # --- clients ---------------------------------------------------------------------------
+
+    def _sync_client(self) -> httpx.Client:
+        if self._sync is None:
+            self._sync = httpx.Client(timeout=self.timeout, limits=self._limits)
+        return self._sync
+
+    def _async_client(self) -> httpx.AsyncClient:
+        # An AsyncClient's pool belongs to the loop that first used it.
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop or self._async[1].is_closed:
+            self._async = (loop, httpx.AsyncClient(timeout=self.timeout, limits=self._limits))
+        return self._async[1]
+
+    def _url(self, method: RunnerMethod) -> str:
+        return f"{self.address}/" if method.name == "__call__" else f"{self.address}/{method.name}"
+
+    def _unreachable(self, exc: Exception) -> RemoteException:
+        return RemoteException(
+            f"failed to reach runner '{self.runner.name}' at {self.address}: "
+            f"{type(exc).__name__}: {exc}"
+        )
+
+    def _result(self, response: httpx.Response) -> Any:
+        if response.status_code != 200:
+            raise error_for(self.runner.name, response)
+        try:
+            return wire.decode_result(response.headers.get("content-type"), response.content)
+        except (wire.WireError, ValueError) as exc:
+            raise RemoteException(
+                f"runner '{self.runner.name}' sent an undecodable result: {exc}"
+            ) from exc
+
+    # --- RunnerHandle ----------------------------------------------------------------------
+
+    async def is_ready(self, timeout: float) -> bool:
+        try:
+            response = await self._async_client().get(f"{self.address}/readyz", timeout=timeout)
+        except Exception:  # refused, reset, DNS, timeout...: not ready, never an error
+            return False
+        return response.status_code == 200
+
+    def run_method(self, method: RunnerMethod, *args: Any, **kwargs: Any) -> Any:
+        content_type, body = wire.encode_call(args, kwargs)
+        try:
+            response = self._sync_client().post(
+                self._url(method), content=body, headers={"content-type": content_type}
+            )
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+        return self._result(response)
+
+    async def async_run_method(self, method: RunnerMethod, *args: Any, **kwargs: Any) -> Any:
+        content_type, body = wire.encode_call(args, kwargs)
+        try:
+            response = await self._async_client().post(
+                self._url(method), content=body, headers={"content-type": content_type}
+            )
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+        return self._result(response)
+
+    async def async_stream_method(
+        self, method: RunnerMethod, *args: Any, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        content_type, body = wire.encode_call(args, kwargs)
+        client = self._async_client()
+        try:
+            async with client.stream(
+                "POST", self._url(method), content=body, headers={"content-type": content_type}
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise error_for(self.runner.name, response)
+                pending = b""
+                async for chunk in response.aiter_bytes():
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        yield json.loads(line)
+                if pending.strip():
+                    raise RemoteException(
+                        f"stream from runner '{self.runner.name}' ended inside an item"
+                    )
+        except httpx.HTTPError as exc:
+            raise RemoteException(
+                f"stream from runner '{self.runner.name}' broke off: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+        if self._async is not None:
+            loop, client = self._async
+            self._async = None
+            if not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(client.aclose())
+
+    async def aclose(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+        if self._async is not None:
+            _, client = self._async
+            self._async = None
+            await client.aclose()

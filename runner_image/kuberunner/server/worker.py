@@ -1,0 +1,113 @@
+"""One runner worker process, ``python -m kuberunner.server.worker``, started by the supervisor.
+
+The supervisor applies this worker's env map entry to the environment of a fresh interpreter,
+so the variables (``CUDA_VISIBLE_DEVICES``, thread counts, ``PROMETHEUS_MULTIPROC_DIR``) are in
+place before anything is imported, the runnable's module included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from kuberunner.server.app import RunnerWorkerApp, WorkerSettings
+from kuberunner.server.state import StateDir
+
+EXIT_LOAD_FAILED = 3
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: get SIGTERM if the supervisor dies, so no worker outlives it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _WorkerServer(uvicorn.Server):
+    """uvicorn's server, telling the app the moment shutdown begins."""
+
+    def __init__(self, config: uvicorn.Config, app: RunnerWorkerApp) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._app.draining = True
+        super().handle_exit(sig, frame)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="kuberunner-runner-worker")
+    p.add_argument("target")
+    p.add_argument("--name", required=True)
+    p.add_argument("--fd", type=int, required=True)
+    p.add_argument("--index", type=int, required=True)
+    p.add_argument("--workers", type=int, required=True)
+    p.add_argument("--state-dir", required=True)
+    p.add_argument("--parent-pid", type=int, required=True)
+    p.add_argument("--allow-pickle", action="store_true")
+    p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--max-body-bytes", type=int, required=True)
+    p.add_argument("--graceful-timeout", type=float, required=True)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    _die_with_parent(args.parent_pid)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s worker-{args.index} %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    state = StateDir(Path(args.state_dir), args.workers)
+    exit_code = 0
+    server: _WorkerServer | None = None
+
+    def fatal() -> None:
+        nonlocal exit_code
+        exit_code = EXIT_LOAD_FAILED
+        if server is not None:
+            server.should_exit = True
+
+    settings = WorkerSettings(
+        target=args.target,
+        name=args.name,
+        index=args.index,
+        allow_pickle=args.allow_pickle,
+        timeout=args.timeout,
+        max_body_bytes=args.max_body_bytes,
+    )
+    app = RunnerWorkerApp(settings, state, str(state.prometheus_dir), fatal)
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_keep_alive=75,  # longer than client pools' idle expiry, so clients close first
+        timeout_graceful_shutdown=args.graceful_timeout,
+    )
+    server = _WorkerServer(config, app)
+    sock = socket.socket(fileno=args.fd)
+    server.run(sockets=[sock])
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
