@@ -1,0 +1,261 @@
+"""Operator throughput against a bare bulk client, on one local control plane, in one run.
+
+    .venv/bin/python bench/operator_bench.py --services 100
+    .venv/bin/python bench/operator_bench.py --services 1000
+
+1. Bulk: the same httpx client the operator uses creates the 3N Deployments and 3N Services
+   that N RunnerServices render to (owner references stripped), with `--concurrency` requests in
+   flight, in namespace `bench-bulk`. Timed from the first request to the last answer.
+2. Operator: `kuberunner operator run` watches `bench-op`; timed from the first RunnerService
+   create to the moment every RunnerService has `status.observedGeneration` equal to its
+   generation and all 6N children exist.
+Prints both times, their ratio (target <= 1.3) and the operator's peak RSS (VmHWM; target
+<= 250 MB). The cluster is started with `kuberunner_operator.devcluster` and torn down at the
+end unless `--keep`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kuberunner_operator.devcluster import ClusterInfo, down, up
+from kuberunner_operator.kube import ApiError, KubeClient, load_kubeconfig
+from kuberunner_operator.render import render_service
+
+REPO = Path(__file__).resolve().parent.parent
+CRD = REPO / "crds" / "runnerservices.kuberunner.io.yaml"
+
+
+def service_spec(index: int, replicas: int) -> dict[str, Any]:
+    def runner(name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "runnable": "bench.models:Model",
+            "supportedResources": ["cpu"],
+            "resources": {"cpu": "10m", "memory": "16Mi"},
+            "replicas": replicas,
+        }
+
+    return {
+        "image": "registry.example/bench:1",
+        "runners": [runner("encoder"), runner("ranker"), runner(f"head-{index % 7}")],
+    }
+
+
+def bulk_objects(namespace: str, count: int, replicas: int) -> list[dict[str, Any]]:
+    objs: list[dict[str, Any]] = []
+    for i in range(count):
+        rendered = render_service(f"svc-{i}", namespace, "0", 1, service_spec(i, replicas))
+        for obj in rendered.objects:
+            obj = copy.deepcopy(obj)
+            # No owner in this namespace: the garbage collector would delete them at once.
+            obj["metadata"].pop("ownerReferences", None)
+            objs.append(obj)
+    return objs
+
+
+async def run_bounded(coros: list[Any], concurrency: int) -> None:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(coro: Any) -> None:
+        async with sem:
+            await coro
+
+    await asyncio.gather(*(one(c) for c in coros))
+
+
+async def ensure_namespace(kube: KubeClient, name: str) -> None:
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    try:
+        await kube.create(body)
+    except ApiError as exc:
+        if exc.code != 409:
+            raise
+
+
+async def delete_namespace(kube: KubeClient, name: str, timeout: float = 600) -> None:
+    await kube.delete("v1", "Namespace", name)
+    deadline = time.monotonic() + timeout
+    while await kube.get("v1", "Namespace", name) is not None:
+        if time.monotonic() > deadline:
+            print(f"  namespace {name} still terminating; continuing", file=sys.stderr)
+            return
+        await asyncio.sleep(1.0)
+
+
+async def bench_bulk(kube: KubeClient, count: int, replicas: int, concurrency: int) -> float:
+    ns = "bench-bulk"
+    await ensure_namespace(kube, ns)
+    objs = bulk_objects(ns, count, replicas)
+    start = time.perf_counter()
+    await run_bounded([kube.create(o) for o in objs], concurrency)
+    elapsed = time.perf_counter() - start
+    print(f"  bulk: {len(objs)} objects in {elapsed:.2f}s", file=sys.stderr)
+    await delete_namespace(kube, ns)
+    return elapsed
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def all_reconciled(kube: KubeClient, ns: str, count: int) -> bool:
+    items = await kube.list("kuberunner.io/v1alpha1", "RunnerService", ns)
+    done = sum(
+        1
+        for item in items
+        if (item.get("status") or {}).get("observedGeneration")
+        == item["metadata"].get("generation")
+    )
+    return len(items) == count and done == count
+
+
+async def children_count(kube: KubeClient, ns: str) -> int:
+    sel = "app.kubernetes.io/managed-by=kuberunner"
+    deps = await kube.list("apps/v1", "Deployment", ns, label_selector=sel)
+    svcs = await kube.list("v1", "Service", ns, label_selector=sel)
+    return len(deps) + len(svcs)
+
+
+def start_operator(cluster: ClusterInfo, ns: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    health = free_port()
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    argv = [
+        str(REPO / ".venv" / "bin" / "kuberunner"),
+        "operator",
+        "run",
+        f"--namespace={ns}",
+        f"--metrics-address=127.0.0.1:{free_port()}",
+        f"--health-address=127.0.0.1:{health}",
+        "--log-format=json",
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{health}/readyz").status_code == 200:
+                return proc, health
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"operator exited; see {log}")
+        time.sleep(0.2)
+    raise RuntimeError(f"operator not ready; see {log}")
+
+
+def stop_operator(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def bench_operator(
+    kube: KubeClient, ns: str, count: int, replicas: int, concurrency: int
+) -> float:
+    services = [
+        {
+            "apiVersion": "kuberunner.io/v1alpha1",
+            "kind": "RunnerService",
+            "metadata": {"name": f"svc-{i}", "namespace": ns},
+            "spec": service_spec(i, replicas),
+        }
+        for i in range(count)
+    ]
+    start = time.perf_counter()
+    await run_bounded([kube.create(s) for s in services], concurrency)
+    while not await all_reconciled(kube, ns, count):
+        await asyncio.sleep(0.25)
+    elapsed = time.perf_counter() - start
+    made = await children_count(kube, ns)
+    if made != 6 * count:
+        raise RuntimeError(f"status written but only {made} of {6 * count} children exist")
+    print(f"  operator: {count} services, {made} children in {elapsed:.2f}s", file=sys.stderr)
+    return elapsed
+
+
+def kubectl(cluster: ClusterInfo, *args: str) -> None:
+    from kuberunner_operator.devcluster.binaries import locate
+
+    binary = str(locate(("kubectl",))["kubectl"])
+    subprocess.run(
+        [binary, f"--kubeconfig={cluster.kubeconfig}", *args], check=True, capture_output=True
+    )
+
+
+async def with_client(cluster: ClusterInfo, concurrency: int, fn: Any) -> Any:
+    config = load_kubeconfig(str(cluster.kubeconfig))
+    async with KubeClient(config, max_connections=concurrency) as kube:
+        return await fn(kube)
+
+
+def run(args: argparse.Namespace, cluster: ClusterInfo) -> None:
+    kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kubectl(cluster, "wait", "--for=condition=Established", "crd/runnerservices.kuberunner.io")
+    n, reps, conc = args.services, args.replicas, args.concurrency
+
+    bulk = asyncio.run(with_client(cluster, conc, lambda k: bench_bulk(k, n, reps, conc)))
+
+    ns = "bench-op"
+    asyncio.run(with_client(cluster, conc, lambda k: ensure_namespace(k, ns)))
+    log = Path(tempfile.mkdtemp(prefix="kr-bench-")) / "operator.log"
+    proc, _ = start_operator(cluster, ns, log)
+    try:
+        op = asyncio.run(with_client(cluster, conc, lambda k: bench_operator(k, ns, n, reps, conc)))
+        rss = peak_rss_mb(proc.pid)
+    finally:
+        stop_operator(proc)
+    asyncio.run(with_client(cluster, conc, lambda k: delete_namespace(k, ns)))
+
+    print()
+    print("| services | objects | bulk s | operator s | ratio (<= 1.3) | peak RSS MB (<= 250) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"| {n} | {6 * n} | {bulk:.2f} | {op:.2f} | {op / bulk:.2f} | {rss:.0f} |")
+    print(f"\noperator log: {log}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--services", type=int, default=100, help="RunnerServices (3 runners each)")
+    parser.add_argument("--replicas", type=int, default=1, help="replicas per runner")
+    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (bulk)")
+    parser.add_argument("--cluster", default="bench", help="dev cluster name")
+    parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    args = parser.parse_args()
+    clusters_dir = Path(tempfile.gettempdir()) / "kuberunner-bench-clusters"
+    cluster = up(args.cluster, clusters_dir=clusters_dir)
+    try:
+        run(args, cluster)
+    finally:
+        if not args.keep:
+            down(args.cluster, clusters_dir=clusters_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
