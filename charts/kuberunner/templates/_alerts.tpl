@@ -9,7 +9,7 @@ kuberunner_runner target labels to every runner series, including `up`.
 {{- define "kuberunner.alertGroups" -}}
 {{- $r := .Values.prometheusRule }}
 {{- $job := default (include "kuberunner.suffixed" (list . "metrics")) $r.operatorJob }}
-{{- $sel := printf "job=%q, namespace=%q" $job .Release.Namespace }}
+{{- $sel := printf "job=%q, namespace=%q" $job .Release.Namespace -}}
 groups:
   - name: kuberunner-operator
     rules:
