@@ -42,8 +42,10 @@ QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-
 INT_OR_PERCENT_PATTERN = r"^([0-9]+%?)$"
 
 # int-or-string schemas in the exact shape the API server expects for a structural CRD.
+# Strict ints: in lax mode "-1" would be coerced to the int -1 and skip the string pattern.
+NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
 Quantity = Annotated[
-    int | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)],
+    NonNegativeInt | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)],
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}],
