@@ -197,7 +197,12 @@ def build_config(data: Mapping[str, Any]) -> KuberunnerConfig:
     for key, raw in raw_runners.items():
         if key in RESERVED_RUNNER_KEYS or key == _LEGACY_TIMEOUT:
             continue
-        name = str(key).lower()
+        if not isinstance(key, str):
+            raise ConfigError(
+                f"runners.{key}: runner names must be strings (YAML reads unquoted keys such as "
+                "off, no or 123 as other types; quote them)"
+            )
+        name = key.lower()
         if name in sections:
             raise ConfigError(f"runners.{key}: runner '{name}' is configured twice")
         merged = deep_merge(global_raw, _runner_section(raw, f"runners.{key}"))
