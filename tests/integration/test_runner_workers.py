@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from fixtures.runnables.serving import env_map, group_members, run_server, runner_args
 
 
