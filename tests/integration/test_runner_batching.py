@@ -65,9 +65,9 @@ async def concurrent(url: str, path: str, bodies: list[object]) -> list[httpx.Re
         return await asyncio.gather(*(c.post(path, json=b) for b in bodies))
 
 
-async def test_concurrent_requests_are_merged_into_batches(doubler: ServerProcess) -> None:
+def test_concurrent_requests_are_merged_into_batches(doubler: ServerProcess) -> None:
     bodies: list[object] = [{"args": [[i]]} for i in range(30)]
-    responses = await concurrent(doubler.url, "/count", bodies)
+    responses = asyncio.run(concurrent(doubler.url, "/count", bodies))
     assert all(r.status_code == 200 for r in responses)
     seen = [r.json()[0] for r in responses]
     assert max(seen) > 1, f"no request shared a batch: {seen}"
@@ -120,17 +120,17 @@ def test_multi_output_batched_method_returns_a_tuple(doubler: ServerProcess) -> 
     assert diffs == [4, 4, 4]
 
 
-async def test_max_batch_size_one_serves_row_by_row(one_row: ServerProcess) -> None:
-    responses = await concurrent(one_row.url, "/", [{"args": [[i, i]]} for i in range(5)])
+def test_max_batch_size_one_serves_row_by_row(one_row: ServerProcess) -> None:
+    responses = asyncio.run(concurrent(one_row.url, "/", [{"args": [[i, i]]} for i in range(5)]))
     assert [r.json() for r in responses] == [[2 * i, 2 * i] for i in range(5)]
     text = httpx.get(one_row.url + "/metrics").text
     assert metric(text, "kuberunner_runner_batch_size_count", method="__call__") == 10
     assert metric(text, "kuberunner_runner_batch_size_bucket", method="__call__", le="1.0") == 10
 
 
-async def test_queue_past_max_latency_gets_503_with_retry_after(one_row: ServerProcess) -> None:
+def test_queue_past_max_latency_gets_503_with_retry_after(one_row: ServerProcess) -> None:
     # 20 ms per row, one row per batch, 30 ms allowed: most of 10 concurrent calls cannot wait.
-    responses = await concurrent(one_row.url, "/count", [{"args": [[i]]} for i in range(10)])
+    responses = asyncio.run(concurrent(one_row.url, "/count", [{"args": [[i]]} for i in range(10)]))
     codes = [r.status_code for r in responses]
     assert set(codes) == {200, 503}, codes
     refused = [r for r in responses if r.status_code == 503]
