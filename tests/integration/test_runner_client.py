@@ -1,0 +1,104 @@
+"""``Runner.init_client()`` against a real runner server: formats, streams, errors, readiness."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from fixtures.runnables.example_runnables import Adder
+from fixtures.runnables.serving import ServerProcess, env_map, free_port, run_server, runner_args
+from kuberunner import InvalidArgument, NotFound, RemoteException, Runner
+from kuberunner.client import RemoteRunnerHandle
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    args = runner_args("example_runnables:Adder", "adder", "--timeout", "2")
+    env = {"KUBERUNNER_WORKER_ENV_MAP": env_map({})}
+    with run_server(args, tmp_path_factory.mktemp("client"), env) as s:
+        s.wait_for("/readyz")
+        yield s
+
+
+@pytest.fixture
+def runner(server: ServerProcess) -> Iterator[Runner]:
+    r = Runner(Adder, name="adder")
+    r.init_client(address=server.url)
+    yield r
+    r.destroy()
+
+
+def test_sync_json_and_numpy_round_trips(runner: Runner) -> None:
+    assert runner.add.run(2, 3) == 5
+    assert runner.add.run(a=[1], b=[2]) == [1, 2]
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    out = runner.run(x)  # the default method (__call__) is the identity; npy both ways
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, x)
+    total, mean = runner.mean.run([np.ones(2), np.ones(2)], np.full(2, 3.0))
+    np.testing.assert_array_equal(total, np.full(2, 6.0))
+    assert mean == 6.0
+
+
+async def test_async_calls_and_streams(runner: Runner) -> None:
+    assert await runner.add.async_run("a", "b") == "ab"
+    assert [c async for c in runner.tokens.async_stream(3)] == ["tok0 ", "tok1 ", "tok2 "]
+    assert [c async for c in runner.atokens.async_stream(2)] == [{"i": 0}, {"i": 1}]
+
+
+async def test_errors_become_library_exceptions(runner: Runner) -> None:
+    with pytest.raises(RemoteException, match="answered 500: ValueError: bad day"):
+        runner.fail.run("bad day")
+    with pytest.raises(InvalidArgument, match="that argument will not do"):
+        await runner.invalid.async_run()
+    with pytest.raises(RemoteException, match="answered 504"):
+        await runner.ahang.async_run(10)
+    # A stream that fails before its first item: the status is checked (BentoML bug 14).
+    with pytest.raises(RemoteException, match="TypeError"):
+        [c async for c in runner.tokens.async_stream("three")]
+    with pytest.raises(RemoteException, match="broke off"):
+        [c async for c in runner.broken_stream.async_stream()]
+    assert await runner.add.async_run(1, 1) == 2
+
+
+def test_unknown_method_on_server_is_not_found(server: ServerProcess) -> None:
+    class Other(Adder):
+        @Adder.method
+        def missing(self) -> None:
+            return None
+
+    r = Runner(Other, name="adder")
+    r.init_client(address=server.url)
+    try:
+        with pytest.raises(NotFound, match="/missing"):
+            r.missing.run()
+    finally:
+        r.destroy()
+
+
+async def test_is_ready_true_when_served_false_when_nothing_listens(runner: Runner) -> None:
+    assert await runner.runner_handle_is_ready() is True
+    dead = Runner(Adder, name="adder")
+    dead.init_client(address=f"http://127.0.0.1:{free_port()}")
+    handle = dead._runner_handle
+    assert isinstance(handle, RemoteRunnerHandle)
+    assert await handle.is_ready(0.5) is False  # refused: False, never an exception
+    with pytest.raises(RemoteException, match="failed to reach runner 'adder'"):
+        await dead.add.async_run(1, 2)
+    await dead.adestroy()
+
+
+def test_address_from_runner_map(server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBERUNNER_RUNNER_MAP", json.dumps({"adder": server.url}))
+    r = Runner(Adder, name="adder")
+    r.init_client()
+    try:
+        assert r.add.run(20, 22) == 42
+    finally:
+        r.destroy()
+    monkeypatch.setenv("KUBERUNNER_RUNNER_MAP", json.dumps({"other": server.url}))
+    with pytest.raises(ValueError, match="no URL for runner 'adder'"):
+        Runner(Adder, name="adder").init_client()
