@@ -41,8 +41,9 @@ def deployment(rendered: Rendered, index: int = 0) -> dict[str, Any]:
 
 
 def container(dep: dict[str, Any]) -> dict[str, Any]:
-    (main,) = dep["spec"]["template"]["spec"]["containers"]
-    return main
+    containers: list[dict[str, Any]] = dep["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
 
 
 def env(dep: dict[str, Any]) -> dict[str, Any]:

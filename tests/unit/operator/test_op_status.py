@@ -71,8 +71,9 @@ def observe(
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    (found,) = [c for c in status["conditions"] if c["type"] == type_]
-    return found
+    found: list[dict[str, Any]] = [c for c in status["conditions"] if c["type"] == type_]
+    assert len(found) == 1
+    return found[0]
 
 
 def test_all_ready() -> None:
