@@ -17,7 +17,6 @@ from typing import Any, ClassVar, overload
 from kuberunner.exceptions import KuberunnerException
 
 _CAPABILITIES = ("SUPPORTED_RESOURCES", "SUPPORTS_CPU_MULTI_THREADING")
-_DEFINITION_ONLY = ("method", "add_method")
 
 
 @dataclass(frozen=True)
@@ -108,15 +107,6 @@ class Runnable:
             )
         super().__setattr__(name, value)
 
-    def __getattribute__(self, item: str) -> Any:
-        if item in _DEFINITION_ONLY:
-            cls = type(self).__name__
-            raise KuberunnerException(
-                f"{item} should not be used at runtime; instead, use {cls}.{item} where you "
-                "define the class."
-            )
-        return super().__getattribute__(item)
-
     @overload
     @staticmethod
     def method(
@@ -170,6 +160,30 @@ class Runnable:
         meth = _make_method(method, batchable, batch_dim, input_spec, output_spec)
         setattr(cls, name, meth)
         meth.__set_name__(cls, name)
+
+
+class _DefinitionOnly:
+    """Wraps `method` / `add_method` so that they work on the class but not on instances.
+
+    A descriptor instead of `__getattribute__`, so ordinary attribute reads on a runnable (hot
+    in inference code) cost nothing extra.
+    """
+
+    def __init__(self, name: str, inner: Any) -> None:
+        self.name = name
+        self.inner = inner
+
+    def __get__(self, instance: object | None, owner: type) -> Any:
+        if instance is not None:
+            raise KuberunnerException(
+                f"{self.name} should not be used at runtime; instead, use "
+                f"{owner.__name__}.{self.name} where you define the class."
+            )
+        return self.inner.__get__(None, owner)
+
+
+for _name in ("method", "add_method"):
+    setattr(Runnable, _name, _DefinitionOnly(_name, Runnable.__dict__[_name]))
 
 
 def runnable_methods(runnable_class: type) -> dict[str, RunnableMethod]:

@@ -16,7 +16,6 @@ import math
 import time
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -89,7 +88,6 @@ def _no_system() -> Any:
     raise AssertionError("explicit requests never consult the system")
 
 
-@pytest.mark.slow
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
