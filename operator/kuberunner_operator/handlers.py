@@ -44,6 +44,11 @@ from kuberunner_operator.status import Observed, compute_status, invalid_spec_st
 log = logging.getLogger("kuberunner.operator")
 
 EVENT_TYPES = {"Normal", "Warning"}
+MANAGED = {s.MANAGED_BY: "kuberunner"}
+
+# An explicit plain registry: kopf's default "smart" one imports the `kubernetes` package just
+# to see whether it is installed, which costs tens of MB of RSS (P9).
+registry = kopf.OperatorRegistry()
 
 
 @dataclass
@@ -64,12 +69,12 @@ class Runtime:
 # kopf handlers: record, enqueue, return.
 
 
-@kopf.on.startup()
+@kopf.on.startup(registry=registry)
 async def configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
     s.configure_kopf(settings, memo.config)
 
 
-@kopf.on.login()
+@kopf.on.login(registry=registry)
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     # kopf's own minimal loaders, in the order of `kube.load_config`: the `kubernetes` package
     # is never imported (it is most of a Python operator's memory, P9).
@@ -78,7 +83,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
-@kopf.on.event(s.GROUP, s.VERSION, s.PLURAL)
+@kopf.on.event(s.GROUP, s.VERSION, s.PLURAL, registry=registry)
 async def runnerservice_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
     obj = event["object"]
     meta = obj.get("metadata") or {}
@@ -116,27 +121,27 @@ def _known(memo: Runtime, key: ServiceKey) -> bool:
     return st is not None and st.body is not None
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={s.MANAGED_BY: "kuberunner"})
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED, registry=registry)
 async def deployment_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
     await _child_event(event, "Deployment", memo)
 
 
-@kopf.on.event("v1", "services", labels={s.MANAGED_BY: "kuberunner"})
+@kopf.on.event("v1", "services", labels=MANAGED, registry=registry)
 async def service_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
     await _child_event(event, "Service", memo)
 
 
-@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels={s.MANAGED_BY: "kuberunner"})
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED, registry=registry)
 async def hpa_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
     await _child_event(event, "HorizontalPodAutoscaler", memo)
 
 
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels={s.MANAGED_BY: "kuberunner"})
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED, registry=registry)
 async def pdb_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
     await _child_event(event, "PodDisruptionBudget", memo)
 
 
-@kopf.on.event("v1", "pods", labels={s.MANAGED_BY: "kuberunner"})
+@kopf.on.event("v1", "pods", labels=MANAGED, registry=registry)
 async def pod_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
     memo.activity.last_event = time.monotonic()
     key = memo.cache.set_pod(event["object"], deleted=event["type"] == "DELETED")

@@ -7,6 +7,14 @@ Lease ends the process with exit code 1 so Kubernetes restarts it as a standby.
 
 from __future__ import annotations
 
+import sys
+
+# kopf imports the `kubernetes` client at import time whenever it is installed, although this
+# process never uses it: hiding it saves ~10 MB of RSS (P9). Only the operator process imports
+# this module, so nothing else is affected.
+if "kubernetes" not in sys.modules:
+    sys.modules["kubernetes"] = None  # type: ignore[assignment]
+
 import argparse
 import asyncio
 import contextlib
@@ -72,6 +80,7 @@ async def _serve(config: OperatorConfig) -> int:
                 clusterwide=config.clusterwide,
                 namespaces=list(config.namespaces),
                 standalone=True,
+                registry=handlers.registry,
                 ready_flag=ready,
                 memo=runtime,
             )
