@@ -177,6 +177,7 @@ async def worker(rt: Runtime) -> None:
             RECONCILE_DURATION.observe(time.perf_counter() - start)
             RECONCILE.labels(result=result).inc()
             rt.queue.done(key)
+            rt.activity.last_reconcile = time.monotonic()
         st = rt.cache.services.get(key)
         if st is None:
             continue

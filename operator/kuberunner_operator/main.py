@@ -41,20 +41,25 @@ def configure_logging(log_format: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-async def _heartbeat(activity: Activity) -> None:
+async def _heartbeat(activity: Activity, runtime: handlers.Runtime) -> None:
     while True:
-        activity.heartbeat = time.monotonic()
+        now = time.monotonic()
+        activity.heartbeat = now
+        if runtime.queue.depth() == 0:
+            activity.pending_since = 0.0
+        elif not activity.pending_since:
+            activity.pending_since = now
         await asyncio.sleep(1.0)
 
 
 async def _serve(config: OperatorConfig) -> int:
     activity = Activity()
-    policy = metrics.HealthPolicy(activity, stale_after=600.0, loop_stall_after=30.0)
+    policy = metrics.HealthPolicy(activity, stall_after=300.0, loop_stall_after=30.0)
     metrics.serve_metrics(config.metrics_address)
     health = metrics.serve_health(config.health_address, policy)
-    background = [asyncio.create_task(_heartbeat(activity))]
-
     async with KubeClient(load_config(), max_connections=config.max_connections) as kube:
+        runtime = handlers.Runtime(config=config, kube=kube, activity=activity)
+        background = [asyncio.create_task(_heartbeat(activity, runtime))]
         elector: LeaderElector | None = None
         if config.leader_elect:
             elector = LeaderElector(
@@ -70,7 +75,6 @@ async def _serve(config: OperatorConfig) -> int:
         activity.leading = True
         metrics.LEADER.set(1)
 
-        runtime = handlers.Runtime(config=config, kube=kube, activity=activity)
         background += [asyncio.create_task(handlers.worker(runtime)) for _ in range(config.workers)]
         background.append(asyncio.create_task(handlers.resync_loop(runtime)))
         ready = asyncio.Event()

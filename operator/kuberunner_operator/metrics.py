@@ -10,7 +10,6 @@ from __future__ import annotations
 import platform
 import threading
 import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
 
@@ -85,20 +84,23 @@ def serve_metrics(address: str) -> None:
 
 
 class HealthPolicy:
-    """Liveness: the event loop ticks and the watches are not stale. Readiness: watching."""
+    """Liveness: the event loop ticks, and queued work does not sit unprocessed (a stuck
+    reconcile or a dead worker). Readiness: leading and watching. Silent watch streams are
+    reconnected by kopf itself (bookmarks and `inactivity_timeout`)."""
 
-    def __init__(self, activity: Activity, stale_after: float, loop_stall_after: float) -> None:
+    def __init__(self, activity: Activity, stall_after: float, loop_stall_after: float) -> None:
         self.activity = activity
-        self.stale_after = stale_after
+        self.stall_after = stall_after
         self.loop_stall_after = loop_stall_after
-        self.watch_stalled: Callable[[], bool] = lambda: False
 
     def live(self) -> tuple[bool, str]:
         now = time.monotonic()
-        if now - self.activity.heartbeat > self.loop_stall_after:
+        act = self.activity
+        if now - act.heartbeat > self.loop_stall_after:
             return False, "event loop stalled"
-        if self.activity.leading and self.watch_stalled():
-            return False, "watch stream stalled"
+        stuck = act.pending_since and now - act.pending_since > self.stall_after
+        if act.leading and stuck and now - act.last_reconcile > self.stall_after:
+            return False, "work queued but no reconcile finished recently"
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:

@@ -231,6 +231,7 @@ class Activity:
 
     heartbeat: float = field(default_factory=time.monotonic)
     last_event: float = 0.0
-    last_api_ok: float = 0.0
+    last_reconcile: float = 0.0
+    pending_since: float = 0.0  # 0 while the queue is empty
     leading: bool = False
     watching: bool = False
