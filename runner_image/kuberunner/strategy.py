@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -83,13 +83,13 @@ class WorkerPlan:
     """All workers of one runner: either one `CUDA_VISIBLE_DEVICES` per worker, or CPU threads."""
 
     count: int
-    devices: tuple[str, ...] | None  # GPU path: one entry per worker
+    devices: Callable[[int], str] | None  # GPU path: worker index -> CUDA_VISIBLE_DEVICES
     threads: str | None  # CPU path: value of every thread variable
     warnings: tuple[str, ...] = ()  # logged once, by get_worker_count
 
     def env(self, worker_index: int) -> dict[str, str]:
         if self.devices is not None:
-            return {CUDA_VISIBLE_DEVICES: self.devices[worker_index]}
+            return {CUDA_VISIBLE_DEVICES: self.devices(worker_index)}
         assert self.threads is not None
         return {CUDA_VISIBLE_DEVICES: "-1", **dict.fromkeys(THREAD_ENVS, self.threads)}
 
@@ -157,7 +157,9 @@ def _resolve(name: str, request: ResourceRequest, system: res.SystemResourceProb
 def _gpu_plan(name: str, gpus: list[int], wpr: int | float) -> WorkerPlan:
     n = len(gpus)
     if isinstance(wpr, int):
-        return WorkerPlan(n * wpr, tuple(str(gpus[i // wpr]) for i in range(n * wpr)), None)
+        per_gpu = wpr
+        # Computed per worker: a large workers_per_resource must not build a huge table.
+        return WorkerPlan(n * wpr, lambda i: str(gpus[i // per_gpu]), None)
     where = f"Runnable '{name}': resource 'nvidia.com/gpu' {gpus} with workers_per_resource {wpr}"
     if wpr > 1:
         raise ValueError(
@@ -182,7 +184,7 @@ def _gpu_plan(name: str, gpus: list[int], wpr: int | float) -> WorkerPlan:
             f"workers_per_resource whose inverse divides the GPUs, e.g. 1/{per_worker} with "
             f"{per_worker * count} GPUs"
         )
-    return WorkerPlan(count, tuple(",".join(map(str, s)) for s in slices), None)
+    return WorkerPlan(count, [",".join(map(str, s)) for s in slices].__getitem__, None)
 
 
 def _cpu_plan(runnable: object, name: str, cpus: float, wpr: int | float) -> WorkerPlan:

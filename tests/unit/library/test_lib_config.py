@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kuberunner.config import ConfigError, build_config, load_config
+from kuberunner.config import build_config, load_config
+from kuberunner.exceptions import ConfigError
 
 
 def env_for(tmp_path: Path, text: str | None = None, overrides: object = None) -> dict[str, str]:

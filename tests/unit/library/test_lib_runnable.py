@@ -119,7 +119,7 @@ def test_capabilities_cannot_be_set_at_runtime() -> None:
         runnable.SUPPORTED_RESOURCES = ("nvidia.com/gpu",)  # type: ignore[misc]
     with pytest.raises(KuberunnerException, match="SUPPORTS_CPU_MULTI_THREADING should not"):
         runnable.SUPPORTS_CPU_MULTI_THREADING = True  # type: ignore[misc]
-    runnable.other = 1  # type: ignore[attr-defined]  # ordinary attributes still work
+    runnable.other = 1  # ordinary attributes still work
     assert runnable.other == 1  # type: ignore[attr-defined]
 
 

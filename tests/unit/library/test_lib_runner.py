@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -60,7 +60,7 @@ def one_method(name: str, **method_kwargs: Any) -> type[Runnable]:
     def method(self: object, x: Any = None) -> Any:
         return x
 
-    cls = type("OneMethod", (Runnable,), {})
+    cls: type[Runnable] = type("OneMethod", (Runnable,), {})
     cls.add_method(method, name, **method_kwargs)
     return cls
 
@@ -285,7 +285,11 @@ def test_bug_10_resources_system_string(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_bug_18_uninitialized_runner_names_itself_and_the_fix() -> None:
     runner = Runner(IrisClassifier, name="iris")
-    for call in (lambda: runner.predict.run([[1.0]]), lambda: runner.generate.run(1)):
+    calls: list[Callable[[], Any]] = [
+        lambda: runner.predict.run([[1.0]]),
+        lambda: runner.generate.run(1),
+    ]
+    for call in calls:
         with pytest.raises(StateException, match=r"Runner 'iris' is not initialized.*init_local"):
             call()
     with pytest.raises(StateException, match=r"init_client\(\)"):
