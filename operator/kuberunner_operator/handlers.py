@@ -253,11 +253,23 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+# Apply waves: workloads and Services first, then what refers to them (HPA, PDB).
+_LATE_KINDS = {"HorizontalPodAutoscaler", "PodDisruptionBudget"}
+
+
 async def _apply(rt: Runtime, key: ServiceKey, objects: list[dict[str, Any]]) -> None:
-    for obj in objects:  # render's order: a Deployment exists before the HPA that targets it
+    async def one(obj: dict[str, Any]) -> None:
         live = await rt.kube.apply(obj)
         live.setdefault("kind", obj["kind"])
         rt.cache.record_applied(key, live)
+
+    # Objects of one wave are independent: apply them concurrently (one round trip per wave).
+    for wave in (
+        [o for o in objects if o["kind"] not in _LATE_KINDS],
+        [o for o in objects if o["kind"] in _LATE_KINDS],
+    ):
+        if wave:
+            await asyncio.gather(*(one(o) for o in wave))
 
 
 async def _prune(
