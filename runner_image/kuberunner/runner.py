@@ -138,6 +138,8 @@ class Runner(AbstractRunner):
         method_configs: Mapping[str, Mapping[str, int]] | None = None,
         embedded: bool = False,
     ) -> None:
+        if not isinstance(runnable_class, type):
+            raise TypeError(f"Runner needs a Runnable class, not {runnable_class!r}")
         if name is None:
             name = runnable_class.__name__.lower()
             logger.warning("Using lowercased runnable class name '%s' for runner.", name)

@@ -136,3 +136,8 @@ def test_runnable_without_methods_is_rejected_by_runner() -> None:
 
     with pytest.raises(ValueError, match="Runnable class 'Empty' has no methods!"):
         Runner(Empty)
+
+
+def test_runner_needs_a_class() -> None:
+    with pytest.raises(TypeError, match="needs a Runnable class"):
+        Runner(Base(), name="instance")  # type: ignore[arg-type]
