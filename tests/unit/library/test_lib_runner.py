@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -468,3 +469,15 @@ async def test_adestroy_awaits_the_handle() -> None:
     await runner.adestroy()
     assert isinstance(handle, RecordingHandle)
     assert handle.closed is True
+
+
+async def test_init_client_defaults_to_the_remote_handle(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("KUBERUNNER_RUNNER_MAP", json.dumps({"iris": f"http://127.0.0.1:{port}"}))
+    runner = Runner(IrisClassifier, name="iris")
+    runner.init_client()
+    assert type(runner._runner_handle).__name__ == "RemoteRunnerHandle"
+    assert await runner.runner_handle_is_ready(timeout=0.5) is False  # refused: not ready
+    await runner.adestroy()
