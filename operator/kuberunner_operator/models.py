@@ -31,6 +31,9 @@ SINGULAR = "runnerservice"
 SHORT_NAMES = ("rsvc",)
 GPU_RESOURCE = "nvidia.com/gpu"
 MAX_RUNNERS = 32
+# Bounds on lists and maps keep the API server's CEL cost estimate within budget.
+MAX_LIST = 64
+MAX_ENV = 256
 
 # The library's Tag rule for runner names (already lowercased: the API never rewrites input).
 RUNNER_NAME_PATTERN = r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$"
@@ -203,16 +206,21 @@ class PodTemplate(ApiModel):
     )
     tolerations: list[Toleration] = Field(
         default_factory=list,
+        max_length=MAX_LIST,
         description="Extra tolerations (GPU runners always tolerate nvidia.com/gpu taints).",
     )
     affinity: FreeForm | None = Field(
         default=None, description="A Kubernetes Affinity object, passed to the Pod."
     )
     volumes: list[Volume] = Field(
-        default_factory=list, description="Extra Pod volumes (the name `tmp` is reserved)."
+        default_factory=list,
+        max_length=MAX_LIST,
+        description="Extra Pod volumes (the name `tmp` is reserved).",
     )
     volume_mounts: list[VolumeMount] = Field(
-        default_factory=list, description="Extra mounts in the main container (not at /tmp)."
+        default_factory=list,
+        max_length=MAX_LIST,
+        description="Extra mounts in the main container (not at /tmp).",
     )
     service_account_name: str | None = Field(
         default=None, description="ServiceAccount the Pod runs as."
@@ -307,6 +315,7 @@ class Autoscaling(ApiModel):
     max_replicas: int = Field(ge=1, description="Upper bound of replicas.")
     metrics: list[FreeForm] | None = Field(
         default=None,
+        max_length=MAX_LIST,
         description=(
             "autoscaling/v2 MetricSpec list passed to the HPA unchanged "
             "(default: 80% average CPU utilization)."
@@ -440,6 +449,7 @@ class RunnerSpec(ApiModel):
     batching: Batching | None = Field(default=None, description=Batching.__doc__)
     methods: dict[str, MethodBatching] = Field(
         default_factory=dict,
+        max_length=MAX_LIST,
         description="Per-method batching limits, keyed by method name.",
         json_schema_extra={
             "x-kubernetes-validations": [
@@ -460,6 +470,7 @@ class RunnerSpec(ApiModel):
     rollout: Rollout | None = Field(default=None, description=Rollout.__doc__)
     env: list[EnvVar] = Field(
         default_factory=list,
+        max_length=MAX_ENV,
         description="Environment of this runner, merged by name over the service's env.",
     )
     pod_template: PodTemplate | None = Field(
@@ -495,7 +506,9 @@ class ApiServerSpec(ApiModel):
     )
     autoscaling: Autoscaling | None = Field(default=None, description=Autoscaling.__doc__)
     env: list[EnvVar] = Field(
-        default_factory=list, description="Environment, merged by name over the service's env."
+        default_factory=list,
+        max_length=MAX_ENV,
+        description="Environment, merged by name over the service's env.",
     )
     pod_template: PodTemplate | None = Field(
         default=None, description="Pod settings of the API server, merged over the service's."
@@ -515,10 +528,11 @@ class RunnerServiceSpec(ApiModel):
         default=None, description="Image pull policy of every container."
     )
     image_pull_secrets: list[LocalObjectReference] = Field(
-        default_factory=list, description="Secrets for pulling the image."
+        default_factory=list, max_length=MAX_LIST, description="Secrets for pulling the image."
     )
     env: list[EnvVar] = Field(
         default_factory=list,
+        max_length=MAX_ENV,
         description="Environment of every pod (valueFrom is passed through unchanged).",
     )
     pod_template: PodTemplate | None = Field(default=None, description=PodTemplate.__doc__)
