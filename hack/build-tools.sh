@@ -86,8 +86,8 @@ GO
   (cd "$dir" && go get "k8s.io/kubernetes@$K8S_VERSION" && go mod tidy -e) || die "go get k8s.io/kubernetes@$K8S_VERSION" k8s
   for c in "${missing[@]}"; do
     echo "build-tools: go build $c" >&2
-    (cd "$dir" && go build -ldflags "$ld" -o "$dir/$c" "k8s.io/kubernetes/cmd/$c") || die "go build $c" k8s
-    mv "$dir/$c" "$(path_of "$c" $K8S_VERSION)"
+    (cd "$dir" && go build -ldflags "$ld" -o "$dir/$c.new" "k8s.io/kubernetes/cmd/$c") || die "go build $c" k8s
+    mv "$dir/$c.new" "$(path_of "$c" $K8S_VERSION)"
     k8s_usable "$c" || die "run $c after build" k8s
   done
 }
@@ -111,7 +111,8 @@ import (
 func main() { etcdmain.Main(os.Args) }
 GO
   (cd "$dir" && go mod tidy) || die "go mod tidy (etcd $ETCD_VERSION)" etcd
-  (cd "$dir" && go build -ldflags "-s -w" -o "$(path_of etcd $ETCD_VERSION)" .) || die "go build etcd" etcd
+  (cd "$dir" && go build -ldflags "-s -w" -o "$dir/etcd.new" .) || die "go build etcd" etcd
+  mv "$dir/etcd.new" "$(path_of etcd $ETCD_VERSION)"
 }
 
 go_install() { # name version package
@@ -148,6 +149,13 @@ print_paths() {
 
 if [[ ${1:-} == --print ]]; then print_paths; exit 0; fi
 only=${1:-all}
+# One build at a time per cache: concurrent runs (two test sessions, say) would race on the
+# shared work dirs. A waiting run then finds the binaries built and returns at once.
+exec 9>"$CACHE/build.lock"
+if ! flock -n 9; then
+  echo "build-tools: another build is running; waiting for it" >&2
+  flock 9
+fi
 case $only in
   all) build_etcd; build_kwok; build_helm; build_kubeconform; build_k8s ;;
   k8s) build_k8s ;; etcd) build_etcd ;; kwok) build_kwok ;; helm) build_helm ;; kubeconform) build_kubeconform ;;

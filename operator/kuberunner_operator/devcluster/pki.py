@@ -24,6 +24,9 @@ APISERVER_SANS = (
 )
 
 ADMIN_USER = "kuberunner-admin"
+# P-256 keys: Kubernetes accepts them everywhere here, and they are made in milliseconds where
+# RSA-2048 takes about a second each on a busy machine.
+EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256")
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,12 @@ def make_pki(directory: Path, cluster_name: str) -> Pki:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     days = "3650"
     _openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", days,
+        "req", "-x509", *EC_KEY, "-nodes", "-days", days,
         "-subj", f"/CN={cluster_name}-ca", "-keyout", "ca.key", "-out", "ca.crt",
         cwd=directory,
     )  # fmt: skip
     _openssl(
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver",
+        "req", *EC_KEY, "-nodes", "-subj", "/CN=kube-apiserver",
         "-keyout", "apiserver.key", "-out", "apiserver.csr",
         cwd=directory,
     )  # fmt: skip
@@ -76,8 +79,17 @@ def make_pki(directory: Path, cluster_name: str) -> Pki:
         "-CAcreateserial", "-days", days, "-extfile", "apiserver.ext", "-out", "apiserver.crt",
         cwd=directory,
     )  # fmt: skip
-    _openssl("genrsa", "-out", "sa.key", "2048", cwd=directory)
-    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
+    _openssl(
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        "sa.key",
+        cwd=directory,
+    )
+    _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
 
     token = secrets.token_hex(24)
     token_file = directory / "tokens.csv"
