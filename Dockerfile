@@ -14,13 +14,15 @@ ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE} AS python
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
 
-# The project wheel. Rebuilt when the sources change; cheap (pure Python).
+# The project wheel. The build backend is installed first (cached), so a change to the sources
+# only reruns the cheap pure-Python wheel build.
 FROM python AS wheel
+RUN python3 -m venv /opt/build \
+ && /opt/build/bin/pip install "hatchling>=1.25"
 COPY pyproject.toml README.md /src/
 COPY runner_image /src/runner_image
 COPY operator /src/operator
-RUN python3 -m venv /opt/build \
- && /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels /src
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels /src
 
 # Requirement lists per target, read from pyproject.toml alone, so that the dependency layers
 # below stay cached while only the sources change.
