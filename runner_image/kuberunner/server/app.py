@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from kuberunner.runner import Runner, RunnerMethod
 from kuberunner.server import asgi, wire
 from kuberunner.server.asgi import Receive, Scope, Send
 from kuberunner.server.batching import BatchDispatcher, Overloaded
+from kuberunner.server.invoke import INLINE_MAX_SECONDS, Invoker
 from kuberunner.server.loader import build_runner
 from kuberunner.server.metrics import CONTENT_TYPE, RunnerMetrics, render_all
 from kuberunner.server.rows import BatchError
@@ -27,6 +28,7 @@ from kuberunner.server.state import StateDir
 log = logging.getLogger(__name__)
 
 _PROBE_OK = b"ok\n"
+IN_FLIGHT_PUBLISH_SECONDS = 0.1
 _UNKNOWN = "unknown"  # the method label of requests to paths that are no method (bounded)
 
 
@@ -80,12 +82,15 @@ class RunnerWorkerApp:
         self.on_fatal = on_fatal
         self.routes: dict[str, _Route] = {}
         self.runner: Runner | None = None
+        self.invoker: Invoker | None = None
         self.metrics: RunnerMetrics | None = None
         self.loaded = False
         self.draining = False
         self.timeout = 900.0
         self.max_concurrency: int | None = None
         self._in_flight = 0
+        self._published_in_flight = 0
+        self._publisher: asyncio.Task[None] | None = None
         self._load_task: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -97,12 +102,13 @@ class RunnerWorkerApp:
         started = time.monotonic()
         try:
             # Importing and instantiating user code may block for minutes: keep the loop free.
-            runner = await asyncio.to_thread(self._load_runner)
+            runner, invoker = await asyncio.to_thread(self._load_runner)
         except BaseException:
             log.exception("worker %d could not load %s", self.settings.index, self.settings.target)
             self.on_fatal()
             return
-        self._install(runner)
+        self._install(runner, invoker)
+        self._publisher = asyncio.get_running_loop().create_task(self._publish_loop())
         self.state.mark_ready(self.settings.index)
         log.info(
             "worker %d loaded runner %r in %.2fs",
@@ -111,13 +117,14 @@ class RunnerWorkerApp:
             time.monotonic() - started,
         )
 
-    def _load_runner(self) -> Runner:
+    def _load_runner(self) -> tuple[Runner, Invoker]:
         runner = build_runner(self.settings.target, self.settings.name)
-        runner.init_local(quiet=True)
-        return runner
+        runnable = runner.runnable_class(**runner.runnable_init_params)
+        return runner, Invoker(runnable, runner.name)
 
-    def _install(self, runner: Runner) -> None:
+    def _install(self, runner: Runner, invoker: Invoker) -> None:
         self.runner = runner
+        self.invoker = invoker
         traffic = runner.config.traffic
         self.timeout = float(self.settings.timeout or traffic.timeout)
         self.max_concurrency = self.settings.max_concurrency or traffic.max_concurrency
@@ -127,25 +134,56 @@ class RunnerWorkerApp:
             dispatcher = None
             if method.config.batchable and not method.config.is_stream:
                 dispatcher = BatchDispatcher(
-                    _executor(method),
+                    self._batch_executor(method.name),
                     max_batch_size=method.max_batch_size,
                     max_latency_s=method.max_latency_ms / 1000,
                     batch_dim=method.config.batch_dim,
                     observer=self.metrics.batch_observer(method.name),
                 )
-            path = "/" if method.name == "__call__" else f"/{method.name}"
-            self.routes[path] = _Route(method, dispatcher)
+            self.routes[_path(method.name)] = _Route(method, dispatcher)
         self.loaded = True
+
+    def _publish_in_flight(self) -> None:
+        if self.metrics is not None and self._in_flight != self._published_in_flight:
+            self._published_in_flight = self._in_flight
+            self.metrics.in_flight.set(self._in_flight)
+
+    async def _publish_loop(self) -> None:
+        """Write the in-flight gauge a few times a second instead of twice per request: the
+        mmap writes of a multiprocess gauge cost more than the rest of the bookkeeping."""
+        while True:
+            self._publish_in_flight()
+            await asyncio.sleep(IN_FLIGHT_PUBLISH_SECONDS)
+
+    def _batch_executor(self, name: str) -> Callable[[wire.Call], Awaitable[Any]]:
+        routes = self.routes
+
+        async def execute(call: wire.Call) -> Any:
+            assert self.invoker is not None
+            dispatcher = routes[_path(name)].dispatcher
+            assert dispatcher is not None
+            model = dispatcher.model
+            # Inline only for a proven-fast batch that holds every request of this worker.
+            inline = (
+                model.fitted
+                and model.predict(dispatcher.in_flight_rows) <= INLINE_MAX_SECONDS
+                and self._in_flight <= dispatcher.in_flight_requests
+            )
+            return await self.invoker.call(name, call.args, call.kwargs, inline=inline)
+
+        return execute
 
     async def shutdown(self) -> None:
         self.draining = True
+        if self._publisher is not None:
+            self._publisher.cancel()
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
         for route in self.routes.values():
             if route.dispatcher is not None:
                 await route.dispatcher.close()
-        if self.runner is not None:
-            self.runner.destroy()
+        if self.invoker is not None:
+            self.invoker.close()
 
     # --- ASGI ------------------------------------------------------------------------------
 
@@ -186,13 +224,11 @@ class RunnerWorkerApp:
         metrics = self.metrics
         assert metrics is not None
         self._in_flight += 1
-        metrics.in_flight.inc()
         status = 500
         try:
             status = await self._call(route, scope, receive, send)
         finally:
             self._in_flight -= 1
-            metrics.in_flight.dec()
             metrics.observe_request(name, status, time.perf_counter() - started)
 
     async def _counted(
@@ -220,6 +256,7 @@ class RunnerWorkerApp:
                     send, 503, f"{reason if not ready else 'shutting down'}\n".encode()
                 )
         elif path == "/metrics":
+            self._publish_in_flight()
             body = await asyncio.to_thread(render_all, self.prometheus_dir)
             await asgi.respond(send, 200, body, CONTENT_TYPE.encode())
         else:
@@ -243,7 +280,8 @@ class RunnerWorkerApp:
                     if route.dispatcher is not None:
                         result = await route.dispatcher.submit(call)
                     else:
-                        result = await route.method.async_run(*call.args, **call.kwargs)
+                        assert self.invoker is not None
+                        result = await self.invoker.call(route.method.name, call.args, call.kwargs)
             except TimeoutError:
                 if timer.expired():
                     raise _HttpError(
@@ -288,7 +326,8 @@ class RunnerWorkerApp:
 
     async def _stream(self, method: RunnerMethod, call: wire.Call, send: Send) -> int:
         """Chunked NDJSON, one chunk per item; errors before the first item get a status."""
-        items: AsyncIterator[Any] = method.async_stream(*call.args, **call.kwargs)
+        assert self.invoker is not None
+        items: AsyncIterator[Any] = self.invoker.stream(method.name, call.args, call.kwargs)
         timer = asyncio.timeout(self.timeout)
         try:
             async with timer:
@@ -329,8 +368,5 @@ class RunnerWorkerApp:
 _END: Any = object()
 
 
-def _executor(method: RunnerMethod) -> Callable[[wire.Call], Any]:
-    async def execute(call: wire.Call) -> Any:
-        return await method.async_run(*call.args, **call.kwargs)
-
-    return execute
+def _path(method: str) -> str:
+    return "/" if method == "__call__" else f"/{method}"

@@ -148,12 +148,17 @@ class BatchDispatcher:
         self._queue: deque[_Job] = deque()
         self._queued_rows = 0
         self._in_flight_rows = 0
+        self.in_flight_requests = 0  # requests with rows in the batch being executed
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @property
     def queued_rows(self) -> int:
         return self._queued_rows
+
+    @property
+    def in_flight_rows(self) -> int:
+        return self._in_flight_rows
 
     # --- caller side -----------------------------------------------------------------------
 
@@ -299,6 +304,7 @@ class BatchDispatcher:
         sizes = [taken for _, _, taken in batch]
         total = sum(sizes)
         self._in_flight_rows = total
+        self.in_flight_requests = len(batch)
         try:
             merged = rowlib.merge_calls([part for _, part, _ in batch], self._in_dim)
             started = self._clock()
@@ -312,6 +318,7 @@ class BatchDispatcher:
             return
         finally:
             self._in_flight_rows = 0
+            self.in_flight_requests = 0
         for (job, _, _), piece in zip(batch, pieces, strict=True):
             job.in_flight -= 1
             job.parts.append(piece)

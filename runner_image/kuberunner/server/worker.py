@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         log_config=None,
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # runners sit behind a Service; no X-Forwarded-* rewriting
         timeout_keep_alive=75,  # longer than client pools' idle expiry, so clients close first
         timeout_graceful_shutdown=args.graceful_timeout,
     )
