@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 INLINE_MAX_SECONDS = 0.005
-INLINE_TRIP_SECONDS = 0.05
+INLINE_TRIP_SECONDS = 0.25  # far above scheduling hiccups of a busy node, far below a hang
 _END = object()
 
 
