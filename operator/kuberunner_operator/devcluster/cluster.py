@@ -35,6 +35,11 @@ from kuberunner_operator.devcluster.state import (
 )
 
 Progress = Callable[[str], None]
+STOP_PHASES = (
+    ("kwok", "kube-scheduler", "kube-controller-manager"),
+    ("kube-apiserver",),
+    ("etcd",),
+)
 NOT_READY_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 
 
@@ -331,7 +336,10 @@ def up(
 def _teardown(directory: Path) -> None:
     state = load(Layout(directory).state_file)
     if state is not None:
-        processes.stop([c.process for c in state.components])
+        # Clients first, etcd last: an apiserver that loses etcd hangs in shutdown, and etcd
+        # waits for the apiserver's watch streams to close.
+        for phase in STOP_PHASES:
+            processes.stop([c.process for c in state.components if c.name in phase])
     shutil.rmtree(directory, ignore_errors=True)
 
 

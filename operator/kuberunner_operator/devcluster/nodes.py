@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,8 @@ from typing import Any
 KWOK_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_LABEL = ("nvidia.com/gpu.present", "true")
+# Node addresses only show up in `kubectl get nodes -o wide` and pods' hostIP; nothing routes them.
+NODE_NETWORK = ipaddress.IPv4Network("172.30.0.0/16")
 GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
 
 
@@ -32,7 +35,7 @@ class NodeShape:
             raise ValueError("--gpus-per-node must be >= 1 when there are GPU nodes")
 
 
-def node_manifest(name: str, shape: NodeShape, gpus: int) -> dict[str, Any]:
+def node_manifest(name: str, shape: NodeShape, gpus: int, address: str) -> dict[str, Any]:
     """A Node with the given resources; a GPU node (gpus > 0) is labelled and tainted."""
     resources = {"cpu": shape.cpu, "memory": shape.memory, "pods": shape.pods}
     labels = {
@@ -57,14 +60,20 @@ def node_manifest(name: str, shape: NodeShape, gpus: int) -> dict[str, Any]:
         "spec": spec,
         # A Node keeps the status it is created with (as when a kubelet registers), and kwok's
         # node-initialize stage keeps existing capacity/allocatable.
-        "status": {"capacity": dict(resources), "allocatable": dict(resources)},
+        "status": {
+            "capacity": dict(resources),
+            "allocatable": dict(resources),
+            "addresses": [
+                {"type": "InternalIP", "address": address},
+                {"type": "Hostname", "address": name},
+            ],
+        },
     }
 
 
 def node_manifests(shape: NodeShape) -> list[dict[str, Any]]:
-    """`kwok-cpu-0..` then `kwok-gpu-0..`."""
-    cpu = [node_manifest(f"kwok-cpu-{i}", shape, 0) for i in range(shape.cpu_nodes)]
-    gpu = [
-        node_manifest(f"kwok-gpu-{i}", shape, shape.gpus_per_node) for i in range(shape.gpu_nodes)
-    ]
-    return cpu + gpu
+    """`kwok-cpu-0..` then `kwok-gpu-0..`, each with its own InternalIP from NODE_NETWORK."""
+    names = [(f"kwok-cpu-{i}", 0) for i in range(shape.cpu_nodes)]
+    names += [(f"kwok-gpu-{i}", shape.gpus_per_node) for i in range(shape.gpu_nodes)]
+    hosts = NODE_NETWORK.hosts()
+    return [node_manifest(name, shape, gpus, str(next(hosts))) for name, gpus in names]
