@@ -1,0 +1,1 @@
+"""`kuberunner api serve`: the legacy Service HTTP server."""

@@ -1,0 +1,1 @@
+"""`kuberunner runner serve`: supervisor, workers, batching, wire format, metrics."""
