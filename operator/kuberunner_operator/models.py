@@ -51,7 +51,8 @@ Quantity = Annotated[
     NonNegativeInt | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)],
     WithJsonSchema(
         {
-            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}],
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "minimum": 0,
             "pattern": QUANTITY_PATTERN,
             "x-kubernetes-int-or-string": True,
         }
@@ -61,7 +62,8 @@ IntOrPercent = Annotated[
     Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=INT_OR_PERCENT_PATTERN)],
     WithJsonSchema(
         {
-            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}],
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "minimum": 0,
             "pattern": INT_OR_PERCENT_PATTERN,
             "x-kubernetes-int-or-string": True,
         }

@@ -129,6 +129,8 @@ BAD = [
     ("bad-runnable", _runner(runnable="nocolon"), ["spec.runners[0].runnable"]),
     ("bad-quantity", _runner(resources={"cpu": "two"}), ["spec.runners[0].resources.cpu"]),
     ("negative-quantity", _runner(resources={"cpu": "-1"}), ["spec.runners[0].resources.cpu"]),
+    ("negative-int-quantity", _runner(resources={"cpu": -1}), ["spec.runners[0].resources.cpu"]),
+    ("bad-percent", _runner(disruptionBudget={"maxUnavailable": "x%"}), ["maxUnavailable"]),
     (
         "zero-gpus",
         _runner(resources={"nvidia.com/gpu": 0}),
