@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import pickle
@@ -208,3 +209,30 @@ def test_probes_and_metrics_are_not_counted_as_requests(client: httpx.Client) ->
     assert counted
     assert not any("readyz" in line or "livez" in line or "metrics" in line for line in counted)
     assert any('method="add"' in line and 'code="200"' in line for line in counted)
+
+
+def test_allow_pickle_and_max_concurrency(tmp_path: Path) -> None:
+    overrides = json.dumps({"runners": {"adder": {"traffic": {"max_concurrency": 1}}}})
+    env = {"KUBERUNNER_WORKER_ENV_MAP": env_map({}), "KUBERUNNER_CONFIG_OVERRIDES": overrides}
+    args = runner_args("example_runnables:Adder", "adder", "--allow-pickle")
+    with run_server(args, tmp_path, env) as server:
+        server.wait_for("/readyz")
+        # complex numbers have no JSON form: only pickle carries them, and only when allowed.
+        content_type, body = wire.encode_call((1 + 2j, 3 + 0j), {}, pickled=True)
+        r = httpx.post(server.url + "/add", content=body, headers={"content-type": content_type})
+        assert r.status_code == 200
+        assert r.headers["content-type"] == wire.PICKLE
+        assert wire.decode_result(wire.PICKLE, r.content, allow_pickle=True) == 4 + 2j
+
+        async def two_at_once() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+                slow = asyncio.create_task(c.post("/ahang", json={"args": [1]}))
+                await asyncio.sleep(0.3)
+                refused = await c.post("/add", json={"args": [1, 2]})
+                return [await slow, refused]
+
+        slow, refused = asyncio.run(two_at_once())
+        assert slow.status_code == 200
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert "max_concurrency=1" in refused.json()["error"]
