@@ -231,3 +231,65 @@ def test_computed_status_survives_the_status_schema(
     assert again["status"] == status
     row = kubectl(cluster, "get", "rsvc", "probe", "-n", fresh_namespace, "--no-headers").stdout
     assert row.split()[1:5] == ["False", "0/1", "2", "2"]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_rendered_children_are_accepted(
+    cluster: ClusterInfo, crd: None, fresh_namespace: str, path: Path
+) -> None:
+    """Every child render_service makes for an example passes the API server's validation
+    (server-side apply as the operator's field manager, not persisted), and its pods meet
+    the Pod Security `restricted` profile (the API server warns about workloads that don't)."""
+    kubectl(
+        cluster,
+        "label",
+        "namespace",
+        fresh_namespace,
+        "pod-security.kubernetes.io/warn=restricted",
+    )
+    text = path.read_text(encoding="utf-8")
+    assert apply_text(cluster, fresh_namespace, text).returncode == 0
+    name = yaml.safe_load(text)["metadata"]["name"]
+    stored = kubectl_json(cluster, "get", "rsvc", name, "-n", fresh_namespace)
+    rendered = render_service(name, fresh_namespace, stored["metadata"]["uid"], 1, stored["spec"])
+    docs = "\n---\n".join(yaml.safe_dump(o) for o in rendered.objects)
+    done = kubectl(
+        cluster,
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--field-manager=kuberunner",
+        "-f",
+        "-",
+        input=docs,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("serverside-applied") == len(rendered.objects)
+    assert "PodSecurity" not in done.stderr, done.stderr
+
+
+def test_pod_security_warning_is_observable(
+    cluster: ClusterInfo, crd: None, fresh_namespace: str
+) -> None:
+    """Control for the check above: a user override that breaks `restricted` is warned about."""
+    kubectl(
+        cluster, "label", "namespace", fresh_namespace, "pod-security.kubernetes.io/warn=restricted"
+    )
+    body = good()
+    body["spec"]["podTemplate"] = {"securityContext": {"runAsNonRoot": False}}
+    rendered = render_service("probe", fresh_namespace, "uid", 1, body["spec"])
+    (deployment,) = [o for o in rendered.objects if o["kind"] == "Deployment"]
+    deployment["metadata"].pop("ownerReferences")
+    done = kubectl(
+        cluster,
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "-f",
+        "-",
+        input=yaml.safe_dump(deployment),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "PodSecurity" in done.stderr
