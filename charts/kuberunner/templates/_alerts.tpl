@@ -14,7 +14,7 @@ groups:
   - name: kuberunner-operator
     rules:
       - alert: KuberunnerOperatorDown
-        expr: absent(up{ {{- $sel -}} } == 1)
+        expr: (max by (namespace, job) (up{ {{- $sel -}} }) < 1) or absent(up{ {{- $sel -}} })
         for: 5m
         labels:
           severity: critical
