@@ -223,6 +223,7 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
     digest = _digest(rendered.objects)
     if st.drift or digest != st.applied_hash:
         await _apply(rt, key, rendered.objects)
+        await _replace_edited_templates(rt, key, st, rendered.objects)
         await _prune(rt, key, st, rendered, str(meta["uid"]))
         st.applied_hash, st.applied_at, st.drift = digest, time.monotonic(), False
         st.resync_after = rt.config.resync_delay()
@@ -270,6 +271,42 @@ async def _apply(rt: Runtime, key: ServiceKey, objects: list[dict[str, Any]]) ->
     ):
         if wave:
             await asyncio.gather(*(one(o) for o in wave))
+
+
+# Template annotations that tools write on purpose (`kubectl rollout restart`): kept on repair.
+_KEPT_TEMPLATE_ANNOTATIONS = ("kubectl.kubernetes.io/restartedAt",)
+
+
+async def _replace_edited_templates(
+    rt: Runtime, key: ServiceKey, st: ServiceState, objects: list[dict[str, Any]]
+) -> None:
+    """Undo hand edits of a Deployment's pod template (an added env var, say) that server-side
+    apply leaves alone because another field manager owns them. Replicas are never touched."""
+    edited, st.edited = st.edited, set()
+    for obj in objects:
+        ckey = (obj["kind"], obj["metadata"]["name"])
+        if obj["kind"] != "Deployment" or ckey not in edited:
+            continue
+        template = json.loads(json.dumps(obj["spec"]["template"]))
+        live = st.children.get(ckey) or {}
+        live_annotations = (
+            ((live.get("spec") or {}).get("template") or {}).get("metadata") or {}
+        ).get("annotations") or {}
+        for name in _KEPT_TEMPLATE_ANNOTATIONS:
+            if name in live_annotations:
+                template.setdefault("metadata", {}).setdefault("annotations", {})[name] = (
+                    live_annotations[name]
+                )
+        result = await rt.kube.json_patch(
+            obj["apiVersion"],
+            obj["kind"],
+            ckey[1],
+            key[0],
+            [{"op": "replace", "path": "/spec/template", "value": template}],
+        )
+        result.setdefault("kind", obj["kind"])
+        rt.cache.record_applied(key, result)
+        log.info("restored the pod template of Deployment %s/%s", key[0], ckey[1])
 
 
 async def _prune(

@@ -225,6 +225,25 @@ class KubeClient:
             content_type="application/apply-patch+yaml",
         )
 
+    async def json_patch(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        operations: list[JSON],
+        *,
+        field_manager: str = FIELD_MANAGER,
+    ) -> JSON:
+        """RFC 6902 JSON patch (e.g. replace a whole sub-tree, which apply cannot)."""
+        return await self._request(
+            "PATCH",
+            resource_path(api_version, kind, namespace, name),
+            params={"fieldManager": field_manager},
+            body=operations,
+            content_type="application/json-patch+json",
+        )
+
     async def get(
         self, api_version: str, kind: str, name: str, namespace: str | None = None
     ) -> JSON | None:

@@ -78,6 +78,10 @@ class ServiceState:
     applied_at: float = 0.0
     resync_after: float = 0.0
     drift: bool = False
+    # Children edited by someone else (not deleted): apply alone cannot remove fields another
+    # field manager added, so their pod templates are replaced whole.
+    edited: set[ChildKey] = field(default_factory=set)
+    applied_templates: dict[ChildKey, Any] = field(default_factory=dict)
     failures: int = 0
 
     def is_empty(self) -> bool:
@@ -109,6 +113,8 @@ class Cache:
                 st.body = None
                 st.applied_hash = None
                 st.applied_generations.clear()
+                st.applied_templates.clear()
+                st.edited.clear()
                 self._gc(key)
             return
         self.state(key).body = strip(body)
@@ -130,6 +136,10 @@ class Cache:
             gen = obj["metadata"].get("generation")
             applied = st.applied_generations.get(ckey)
             drifted = applied is not None and isinstance(gen, int) and gen > applied
+            template = (obj.get("spec") or {}).get("template")
+            # A replicas-only change (the HPA scaling) leaves the template as we applied it.
+            if drifted and template is not None and template != st.applied_templates.get(ckey):
+                st.edited.add(ckey)
         if drifted:
             st.drift = True
             return key
@@ -142,6 +152,9 @@ class Cache:
         gen = live["metadata"].get("generation")
         if isinstance(gen, int):
             st.applied_generations[ckey] = gen
+        template = (live.get("spec") or {}).get("template")
+        if template is not None:
+            st.applied_templates[ckey] = template
 
     def set_pod(self, pod: Mapping[str, Any], deleted: bool) -> ServiceKey | None:
         key = owner_key(pod)

@@ -69,7 +69,7 @@ async def test_get_list_delete_and_missing_objects(ns: str, kube: KubeClient) ->
     assert await kube.delete("v1", "Service", "nope", ns) is False
     await kube.apply(service(ns, "svc-c", {"app": "c"}))
     await kube.apply(service(ns, "svc-d", {"app": "d"}))
-    found = await kube.list("v1", "Service", ns, label_selector="app=c")
+    found = await kube.list("v1", "Service", ns, label_selector="app=svc-c")
     assert [o["metadata"]["name"] for o in found] == ["svc-c"]
     assert len(await kube.list("v1", "Service", ns, label_selector="team=t")) == 2
     assert await kube.delete("v1", "Service", "svc-c", ns) is True

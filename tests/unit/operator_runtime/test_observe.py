@@ -165,3 +165,20 @@ async def test_queue_never_loses_a_key(delay: float) -> None:
         queue.add(key, delay=delay)
     await asyncio.sleep(delay * 2)
     assert sorted(await _drain(queue)) == sorted(keys)
+
+
+def test_only_template_edits_are_marked_for_template_replacement() -> None:
+    cache = Cache()
+    key = ("ns", "svc")
+    cache.set_service(key, {"metadata": {"name": "svc", "namespace": "ns"}})
+    ours = _child("Deployment", "d", 1)
+    ours["spec"]["template"] = {"spec": {"containers": [{"name": "runner", "image": "a"}]}}
+    cache.record_applied(key, ours)
+    scaled = _child("Deployment", "d", 2)
+    scaled["spec"] = {"replicas": 3, "template": ours["spec"]["template"]}
+    assert cache.set_child(scaled, deleted=False) == key
+    assert cache.services[key].edited == set()  # the HPA scaled: nothing to undo
+    edited = _child("Deployment", "d", 3)
+    edited["spec"]["template"] = {"spec": {"containers": [{"name": "runner", "image": "evil"}]}}
+    assert cache.set_child(edited, deleted=False) == key
+    assert cache.services[key].edited == {("Deployment", "d")}
