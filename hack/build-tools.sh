@@ -34,7 +34,8 @@ die() {
 }
 
 # A cached binary counts only if it runs; a truncated or corrupt file is rebuilt.
-usable() { [[ -x "$1" ]] && "$1" "${@:2}" >/dev/null 2>&1; }
+# (The subshell keeps bash's "Segmentation fault" report of a corrupt binary off the terminal.)
+usable() { [[ -x "$1" ]] && ("$1" "${@:2}") >/dev/null 2>&1; }
 
 path_of() { echo "$BIN/$1-$2"; }
 
@@ -129,7 +130,10 @@ build_helm() {
   go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" version
 }
-build_kubeconform() { go_install kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform "" -v; }
+build_kubeconform() {
+  go_install kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform \
+    "-X main.version=$KUBECONFORM_VERSION" -v
+}
 
 # The kwok module (downloaded for the kwok build) ships the stock stage files we pass with --config.
 kwok_stages_dir() {

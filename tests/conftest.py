@@ -30,7 +30,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterInfo]:
     clusters_dir = tmp_path_factory.mktemp("clusters")
     name = f"pytest-{os.getpid()}"
     try:
-        info = up(name, clusters_dir=clusters_dir)
+        info = up(name, clusters_dir=clusters_dir, die_with_parent=True)
         yield info
     finally:
         down(name, clusters_dir=clusters_dir)

@@ -110,13 +110,14 @@ def api_client(info: ClusterInfo, timeout: float = 5.0) -> httpx.Client:
     )
 
 
-def _probe(url: str, token: str, ca_cert: Path) -> tuple[bool, str]:
-    """GET a health URL; (healthy, short reason)."""
+def _probe(rec: ComponentRecord, token: str, ca_cert: Path) -> tuple[bool, str]:
+    """GET a component's health URL; (healthy, short reason)."""
     headers: dict[str, str] = {}
-    verify: ssl.SSLContext | bool = False  # KCM and scheduler serve self-signed certificates
-    if "/readyz" in url:  # the apiserver: verify it and authenticate
+    verify: ssl.SSLContext | bool = False  # KCM, scheduler: self-signed serving certificates
+    if rec.name == "kube-apiserver":  # ours: verify it against the cluster CA, authenticate
         headers["Authorization"] = f"Bearer {token}"
         verify = ssl.create_default_context(cafile=str(ca_cert))
+    url = rec.health_url
     try:
         with httpx.Client(verify=verify, trust_env=False, timeout=2.0) as client:
             resp = client.get(url, headers=headers)
@@ -133,7 +134,7 @@ def _component_status(
     log = directory / rec.log
     alive = processes.is_alive(rec.process)
     if alive:
-        healthy, detail = _probe(rec.health_url, token, ca_cert)
+        healthy, detail = _probe(rec, token, ca_cert)
     else:
         healthy, detail = False, "not running (crashed or killed)"
     return ComponentStatus(
@@ -174,14 +175,19 @@ def _locked(directory: Path) -> Iterator[None]:
 class _Starter:
     """Starts components one by one, recording each in cluster.json as soon as it runs."""
 
-    def __init__(self, state: ClusterState, layout: Layout, ca_cert: Path) -> None:
+    def __init__(
+        self, state: ClusterState, layout: Layout, ca_cert: Path, die_with_parent: bool
+    ) -> None:
         self.state = state
         self.layout = layout
         self.ca_cert = ca_cert
+        self.die_with_parent = die_with_parent
 
     def start(self, name: str, argv: list[str]) -> ComponentRecord:
         log = self.layout.log(name)
-        ref = processes.spawn(argv, log, cwd=self.layout.state_dir)
+        ref = processes.spawn(
+            argv, log, cwd=self.layout.state_dir, die_with_parent=self.die_with_parent
+        )
         rec = ComponentRecord(
             name=name,
             pid=ref.pid,
@@ -213,7 +219,7 @@ class _Starter:
     def wait_healthy(self, rec: ComponentRecord, timeout: float) -> None:
         self.wait(
             f"{rec.name} to become healthy ({rec.health_url})",
-            lambda: _probe(rec.health_url, self.state.token, self.ca_cert)[0],
+            lambda: _probe(rec, self.state.token, self.ca_cert)[0],
             timeout,
         )
 
@@ -242,8 +248,18 @@ def _create_nodes(client: httpx.Client, manifests: list[dict[str, Any]]) -> None
 
 
 def _start(
-    name: str, directory: Path, shape: NodeShape, timeout: float, progress: Progress
+    name: str,
+    directory: Path,
+    shape: NodeShape,
+    timeout: float,
+    progress: Progress,
+    die_with_parent: bool,
 ) -> ClusterInfo:
+    t0 = time.monotonic()
+
+    def step(message: str) -> None:
+        progress(f"  {message} ({time.monotonic() - t0:.1f}s)")
+
     bins = locate()
     layout = Layout(directory)
     directory.mkdir(mode=0o700, parents=True)
@@ -265,13 +281,14 @@ def _start(
     )
     layout.stages.write_text(render_stages(build_stages(bins.kwok_module)))
     cluster_info = _info(state, directory)
-    starter = _Starter(state, layout, pki.ca_cert)
+    starter = _Starter(state, layout, pki.ca_cert, die_with_parent)
 
     etcd = starter.start("etcd", command("etcd", bins, layout, pki, ports))
     starter.wait_healthy(etcd, timeout)
+    step("etcd healthy")
     apiserver = starter.start("kube-apiserver", command("kube-apiserver", bins, layout, pki, ports))
     starter.wait_healthy(apiserver, timeout)
-    progress(f"kube-apiserver ready at {server}")
+    step(f"kube-apiserver ready at {server}")
     for comp in COMPONENTS[2:]:
         starter.start(comp, command(comp, bins, layout, pki, ports))
     with api_client(cluster_info) as client:
@@ -283,11 +300,13 @@ def _start(
             ),
             timeout,
         )
+        step("default ServiceAccount exists")
         starter.wait(
             f"nodes {', '.join(state.nodes)} to be Ready",
             lambda: _nodes_ready(client, state.nodes),
             timeout,
         )
+        step(f"{len(state.nodes)} nodes Ready")
     for rec in state.components[2:]:
         starter.wait_healthy(rec, timeout)
     return cluster_info
@@ -302,9 +321,13 @@ def up(
     clusters_dir: Path | None = None,
     timeout: float = 120.0,
     progress: Progress = _stderr,
+    die_with_parent: bool = False,
 ) -> ClusterInfo:
     """Start cluster `name` and wait until the default ServiceAccount exists and all nodes are
-    Ready. If it is already running and healthy, say so and return it unchanged."""
+    Ready. If it is already running and healthy, say so and return it unchanged.
+
+    `die_with_parent=True` ties the components' lives to the calling thread (test fixtures);
+    the CLI leaves them running in the background."""
     shape = NodeShape(cpu_nodes=cpu_nodes, gpu_nodes=gpu_nodes, gpus_per_node=gpus_per_node)
     directory = cluster_dir(name, clusters_dir)
     with _locked(directory):
@@ -325,7 +348,7 @@ def up(
         began = time.monotonic()
         progress(f"starting cluster {name} in {directory}")
         try:
-            started = _start(name, directory, shape, timeout, progress)
+            started = _start(name, directory, shape, timeout, progress, die_with_parent)
         except BaseException:
             _teardown(directory)
             raise

@@ -7,12 +7,13 @@ reused for some unrelated process after a crash is never signalled or reported a
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +45,28 @@ def _start_time(pid: int) -> int | None:
     return None if fields is None else int(fields[19])
 
 
-def spawn(args: Sequence[str], log_path: Path, cwd: Path | None = None) -> ProcessRef:
-    """Start `args` detached from our session, stdout and stderr appended to `log_path`."""
+_PR_SET_PDEATHSIG = 1
+
+
+def _kill_me_with_parent(parent_pid: int) -> Callable[[], None]:
+    """A preexec_fn: the kernel SIGKILLs the child when the thread that started it exits."""
+
+    def arm() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return arm
+
+
+def spawn(
+    args: Sequence[str], log_path: Path, cwd: Path | None = None, die_with_parent: bool = False
+) -> ProcessRef:
+    """Start `args` detached from our session, stdout and stderr appended to `log_path`.
+
+    With `die_with_parent`, the process is killed if this process dies without stopping it
+    (for test sessions: a killed pytest must not leave a control plane running)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -56,6 +77,7 @@ def spawn(args: Sequence[str], log_path: Path, cwd: Path | None = None) -> Proce
             cwd=cwd,
             start_new_session=True,  # Ctrl-C in the terminal that ran `up` must not stop it
             close_fds=True,
+            preexec_fn=_kill_me_with_parent(os.getpid()) if die_with_parent else None,
         )
     _CHILDREN[proc.pid] = proc
     start = _start_time(proc.pid)
