@@ -149,6 +149,7 @@ class BatchDispatcher:
         self._queued_rows = 0
         self._in_flight_rows = 0
         self.in_flight_requests = 0  # requests with rows in the batch being executed
+        self._waits: list[float] = []  # queue waits of requests dispatched, not yet recorded
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -282,7 +283,7 @@ class BatchDispatcher:
                 continue
             if not job.started:
                 job.started = True
-                self._observer.request_dispatched(now - job.enqueued)
+                self._waits.append(now - job.enqueued)
             if job.rows <= room:
                 part, taken = job.call, job.rows
             else:
@@ -310,8 +311,6 @@ class BatchDispatcher:
             started = self._clock()
             result = await self._execute(merged)
             elapsed = self._clock() - started
-            self.model.record(total, elapsed)
-            self._observer.batch_executed(total, elapsed)
             pieces = rowlib.slice_result(result, sizes, self._out_dim)
         except Exception as exc:  # the runnable, or rows that do not fit: this batch only
             self._fail(batch, exc)
@@ -327,6 +326,16 @@ class BatchDispatcher:
                     job.future.set_result(rowlib.join_results(job.parts, self._out_dim))
                 except Exception as exc:
                     job.future.set_exception(exc)
+        # Bookkeeping (model refit, mmapped metrics) is queued behind the callers' wake-ups,
+        # so they answer first.
+        waits, self._waits = self._waits, []
+        asyncio.get_running_loop().call_soon(self._record, total, elapsed, waits)
+
+    def _record(self, rows: int, seconds: float, waits: list[float]) -> None:
+        self.model.record(rows, seconds)
+        self._observer.batch_executed(rows, seconds)
+        for waited in waits:
+            self._observer.request_dispatched(waited)
 
     def _fail(self, batch: list[tuple[_Job, Call, int]], exc: BaseException | None) -> None:
         for job, _, _ in batch:
