@@ -33,14 +33,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "runnables"
 sys.path.insert(0, str(ROOT / "tests" / "oracle"))
-from oracle_venv import ensure_oracle_venv  # noqa: E402  (shared with the oracle tests)
+from oracle_venv import ensure_oracle_venv  # type: ignore[import-not-found]  # noqa: E402
 
 CONNECTIONS = (1, 8, 32, 128)
 WORK_SECONDS = 0.002
 
 # BentoML's side: the same runnable, served by its RunnerAppFactory under uvicorn, which is
 # what `bentoml start-runner-server`'s worker process runs (reference section 8.2).
-BENTO_SERVICE = '''
+BENTO_SERVICE = """
 import time
 import bentoml
 
@@ -55,8 +55,8 @@ class Doubler(bentoml.Runnable):
 
 runner = bentoml.Runner(Doubler, name="doubler", max_batch_size=100)
 svc = bentoml.Service("bench", runners=[runner])
-'''
-BENTO_SERVER = '''
+"""
+BENTO_SERVER = """
 import os, sys
 port = int(sys.argv[1])
 prom = os.path.join(os.environ["BENTOML_HOME"], "prometheus_multiproc_dir")
@@ -73,8 +73,8 @@ app = RunnerAppFactory(runner, worker_index=1)()
 config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, workers=1,
                         timeout_keep_alive=1800)
 uvicorn.Server(config).run()
-'''
-BENTO_PAYLOAD = '''
+"""
+BENTO_PAYLOAD = """
 import json, sys, numpy as np
 from bentoml._internal.runner.container import AutoContainer
 p = AutoContainer.to_payload(np.ones((1, 16), dtype=np.float32), 0)
@@ -82,7 +82,7 @@ open(sys.argv[1], "wb").write(p.data)
 print(json.dumps({"Args-Number": "1", "Payload-Meta": json.dumps(p.meta),
                   "Payload-Container": p.container, "Batch-Size": str(p.batch_size),
                   "Content-Type": "application/octet-stream"}))
-'''
+"""
 LUA = """
 local f = assert(io.open("{body}", "rb"))
 wrk.method = "POST"
@@ -159,7 +159,8 @@ def parse_wrk(output: str) -> tuple[float, float, float, int]:
     errors = 0
     if match := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output):
         errors += int(match.group(1))
-    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
+    socket_errors = r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
+    if match := re.search(socket_errors, output):
         errors += sum(int(g) for g in match.groups())
     return rps, p50, p99, errors
 
@@ -181,7 +182,16 @@ def measure(
     rows0, batches0 = batch_totals(url, metric)
     threads = min(2, connections)
     out = subprocess.run(
-        [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url + "/"],
+        [
+            wrk,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            str(script),
+            url + "/",
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -325,8 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--only", choices=["kuberunner", "bentoml"], default=None)
     args = p.parse_args(argv)
     wrk = ensure_wrk()
-    with tempfile.TemporaryDirectory(prefix="kuberunner-bench-") as tmp, contextlib.ExitStack() as stack:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kuberunner-bench-")))
         targets = []
         if args.only != "bentoml":
             targets.append(stack.enter_context(kuberunner_server(work)))
@@ -336,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ours = results.get("kuberunner", {})
     theirs = results.get("BentoML", {})
     load = os.getloadavg()
-    print(f"\nx * 2 on a (1, 16) float32 array, 2 ms of work per batch, max batch 100, one worker;")
+    print("\nx * 2 on a (1, 16) float32 array, 2 ms of work per batch, max batch 100, one worker;")
     print(f"wrk closed loop, {args.duration:g} s per level; {os.cpu_count()} CPUs, "
           f"load average after the run {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")  # fmt: skip
     if ours and theirs:
@@ -344,8 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print("\n".join(verdict(ours, theirs)))
     else:
-        for name, results in (("kuberunner", ours), ("BentoML", theirs)):
-            for c, r in results.items():
+        for name, side in (("kuberunner", ours), ("BentoML", theirs)):
+            for c, r in side.items():
                 print(f"{name} {c:>4} conns: {r}")
     return 0
 

@@ -166,11 +166,14 @@ def check_refused(cluster: ClusterInfo, sa: str, namespace: str) -> None:
 
 
 def ours_cluster_scoped(cluster: ClusterInfo, release: str) -> list[str]:
-    selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/managed-by=Helm"
-    out = kubectl(
-        cluster, "get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name"
-    ).stdout
-    return out.split()
+    """ClusterRoles and ClusterRoleBindings of the release: by its labels or by its name."""
+    items = kubectl_json(cluster, "get", "clusterroles,clusterrolebindings")["items"]
+    return sorted(
+        f"{item['kind'].lower()}.rbac.authorization.k8s.io/{item['metadata']['name']}"
+        for item in items
+        if release in item["metadata"]["name"]
+        or (item["metadata"].get("labels") or {}).get("app.kubernetes.io/instance") == release
+    )
 
 
 def deployment_ready(cluster: ClusterInfo, name: str, namespace: str) -> dict[str, Any]:
