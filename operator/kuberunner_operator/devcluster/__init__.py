@@ -4,16 +4,8 @@ etcd, kube-apiserver, kube-controller-manager and kube-scheduler built from the 
 modules, plus kwok simulating CPU and GPU nodes and pod lifecycles.
 """
 
-from kuberunner_operator.devcluster.cluster import (
-    ClusterInfo,
-    ClusterStatus,
-    ComponentStatus,
-    api_client,
-    down,
-    info,
-    status,
-    up,
-)
+from kuberunner_operator.devcluster.cluster import ClusterInfo, api_client, down, info, up
+from kuberunner_operator.devcluster.health import ClusterStatus, ComponentStatus, status
 from kuberunner_operator.devcluster.state import DEFAULT_NAME, ClusterError
 
 __all__ = [
