@@ -9,6 +9,8 @@
   session cluster's state directory (`KUBERUNNER_CLUSTERS_DIR`).
 
 Use `k8s_helpers.kubectl(cluster, ...)` to run the project's kubectl against the cluster.
+Tests that use `cluster` (directly or through another fixture) get the `cluster` marker
+automatically, so `-m "not cluster"` runs everything that needs no control plane.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ import pytest
 
 from k8s_helpers import kubectl
 from kuberunner_operator.devcluster import ClusterInfo, down, up
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
 
 
 @pytest.fixture(scope="session")
