@@ -207,6 +207,8 @@ def test_install_upgrade_uninstall_cluster_wide(
         print(f"\n[measure] helm install --wait: {install_seconds:.1f} s")
     assert f"kubectl -n {ns} rollout status deployment/{release}-operator" in notes
     assert "kubectl get rsvc -A -w" in notes
+    assert "kubectl apply -n default -f examples/cpu-runner.yaml" in notes
+    assert "helm.sh/resource-policy: keep" in notes
 
     operator = f"{release}-operator"
     deploy = deployment_ready(cluster, operator, ns)
