@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from k8s_helpers import apply, kubectl, kubectl_json, kubectl_path, wait_for
-from kuberunner_operator.devcluster import ClusterInfo, api_client, down
-from kuberunner_operator.devcluster.processes import listening_ports
+from kuberunner_operator.devcluster import ClusterInfo, api_client, attach_process, down
+from kuberunner_operator.devcluster.processes import free_ports, listening_ports, spawn
 
 pytestmark = pytest.mark.cluster
 
@@ -369,9 +369,30 @@ def test_second_cluster_lifecycle_leaves_nothing_behind(
         assert set(items) == {"kwok-cpu-0", "kwok-gpu-0"}
         assert items["kwok-gpu-0"]["status"]["allocatable"]["nvidia.com/gpu"] == "4"
 
+        # An extra process attached to the cluster is reported by status and stopped by down.
+        (state_dir / "www").mkdir()
+        (state_dir / "www" / "healthz").write_text("ok")
+        [extra_port] = free_ports(1)
+        extra = spawn(
+            [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(extra_port)],
+            state_dir / "logs" / "extra.log",
+            cwd=state_dir / "www",
+            die_with_parent=True,
+        )
+        attach_process(
+            name,
+            "extra",
+            extra,
+            f"http://127.0.0.1:{extra_port}/healthz",
+            state_dir / "logs" / "extra.log",
+            clusters_dir=clusters_dir,
+        )
+        wait_for(lambda: extra_port in listening_ports(), timeout=10, message="extra server")
+
         state = read_state(state_dir)
         pids = {c["name"]: c["pid"] for c in state["components"]}
-        ports = set(state["ports"].values())
+        assert set(pids) == {*COMPONENTS, "extra"}
+        ports = {*state["ports"].values(), extra_port}
         assert ports <= listening_ports()
 
         os.kill(pids["kube-scheduler"], signal.SIGKILL)
@@ -382,6 +403,8 @@ def test_second_cluster_lifecycle_leaves_nothing_behind(
 
         crashed = wait_for(unhealthy_status, timeout=20, message="status to report the crash")
         assert "UNHEALTHY" in crashed.stdout
+        extra_line = next(ln for ln in crashed.stdout.splitlines() if "extra" in ln)
+        assert extra_line.split()[:2] == ["extra", "healthy"]
         line = next(
             ln for ln in crashed.stdout.splitlines() if ln.strip().startswith("kube-scheduler")
         )

@@ -4,7 +4,14 @@ etcd, kube-apiserver, kube-controller-manager and kube-scheduler built from the 
 modules, plus kwok simulating CPU and GPU nodes and pod lifecycles.
 """
 
-from kuberunner_operator.devcluster.cluster import ClusterInfo, api_client, down, info, up
+from kuberunner_operator.devcluster.cluster import (
+    ClusterInfo,
+    api_client,
+    attach_process,
+    down,
+    info,
+    up,
+)
 from kuberunner_operator.devcluster.health import ClusterStatus, ComponentStatus, status
 from kuberunner_operator.devcluster.state import DEFAULT_NAME, ClusterError
 
@@ -15,6 +22,7 @@ __all__ = [
     "ClusterStatus",
     "ComponentStatus",
     "api_client",
+    "attach_process",
     "down",
     "info",
     "status",

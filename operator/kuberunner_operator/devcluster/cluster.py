@@ -36,11 +36,9 @@ from kuberunner_operator.devcluster.state import (
 )
 
 Progress = Callable[[str], None]
-STOP_PHASES = (
-    ("kwok", "kube-scheduler", "kube-controller-manager"),
-    ("kube-apiserver",),
-    ("etcd",),
-)
+# Stop order: everything else (kwok, scheduler, controller-manager, attached processes), then
+# the apiserver, then etcd.
+LAST_TO_STOP = ("kube-apiserver", "etcd")
 NOT_READY_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 
 
@@ -256,11 +254,13 @@ def up(
     with _locked(directory):
         existing = load(Layout(directory).state_file)
         if existing is not None:
-            current = status(name, clusters_dir)
-            if current.healthy:
+            # Judge the control plane only: a process attached later (attach_process) that
+            # died does not make the cluster itself unusable.
+            core = [c for c in status(name, clusters_dir).components if c.name in COMPONENTS]
+            if all(c.healthy for c in core):
                 progress(f"cluster {name} is already running")
                 return _info(existing, directory)
-            broken = ", ".join(c.name for c in current.components if not c.healthy) or "none"
+            broken = ", ".join(c.name for c in core if not c.healthy)
             raise ClusterError(
                 f"cluster {name} exists but is not healthy (unhealthy: {broken}). "
                 f"See `kuberunner dev cluster status --name {name}`, then remove it with "
@@ -284,8 +284,10 @@ def _teardown(directory: Path) -> None:
     if state is not None:
         # Clients first, etcd last: an apiserver that loses etcd hangs in shutdown, and etcd
         # waits for the apiserver's watch streams to close.
-        for phase in STOP_PHASES:
-            processes.stop([c.process for c in state.components if c.name in phase])
+        comps = state.components
+        processes.stop([c.process for c in comps if c.name not in LAST_TO_STOP])
+        for last in LAST_TO_STOP:
+            processes.stop([c.process for c in comps if c.name == last])
     shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -312,3 +314,33 @@ def info(name: str = DEFAULT_NAME, clusters_dir: Path | None = None) -> ClusterI
             f"cluster {name} does not exist; start it with `kuberunner dev cluster up`"
         )
     return _info(state, directory)
+
+
+def attach_process(
+    name: str,
+    component: str,
+    process: processes.ProcessRef,
+    health_url: str,
+    log: Path,
+    *,
+    clusters_dir: Path | None = None,
+) -> None:
+    """Record an extra process (e.g. a locally run operator) as part of cluster `name`:
+    `status` reports it (alive + `health_url`, a plain-HTTP URL), `down` stops it before the
+    apiserver. An earlier process attached under the same `component` name is stopped."""
+    if component in COMPONENTS:
+        raise ClusterError(f"{component!r} is a control-plane component name; choose another")
+    directory = cluster_dir(name, clusters_dir)
+    layout = Layout(directory)
+    with _locked(directory):
+        state = load(layout.state_file)
+        if state is None:
+            raise ClusterError(f"cluster {name} does not exist")
+        replaced = [c for c in state.components if c.name == component]
+        processes.stop([c.process for c in replaced])
+        state.components = [c for c in state.components if c.name != component]
+        record_log = log.relative_to(directory) if log.is_relative_to(directory) else log
+        state.components.append(
+            ComponentRecord(component, process.pid, process.start_time, health_url, str(record_log))
+        )
+        save(layout.state_file, state)
