@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from k8s_helpers import kubectl, kubectl_json, wait_for
 from kuberunner_operator.devcluster import ClusterInfo
@@ -176,6 +177,10 @@ def ours_cluster_scoped(cluster: ClusterInfo, release: str) -> list[str]:
     )
 
 
+def docs_of(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
 def deployment_ready(cluster: ClusterInfo, name: str, namespace: str) -> dict[str, Any]:
     deploy: dict[str, Any] = kubectl_json(cluster, "get", "deployment", name, "-n", namespace)
     return deploy
@@ -292,3 +297,29 @@ def test_namespaced_install_grants_rights_only_in_watched_namespaces(
         assert release not in roles.stdout
     finally:
         kubectl(cluster, "delete", "namespace", watched, "--wait=false", check=False)
+
+
+def test_plain_manifest_installs_with_kubectl_apply_k(cluster: ClusterInfo) -> None:
+    """`kubectl apply --server-side -k deploy/` (the same objects as deploy/kuberunner.yaml)
+    creates a working install; everything but the shared CRD is deleted afterwards."""
+    built = kubectl(cluster, "kustomize", str(REPO / "deploy")).stdout
+    plain = (REPO / "deploy" / "kuberunner.yaml").read_text()
+
+    def canonical(text: str) -> list[str]:
+        return sorted(json.dumps(d, sort_keys=True) for d in docs_of(text))
+
+    assert canonical(built) == canonical(plain)
+    objects = [d for d in docs_of(plain) if d["kind"] != "CustomResourceDefinition"]
+    try:
+        kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-k", str(REPO / "deploy"))
+        kubectl(
+            cluster, "rollout", "status", "deployment/kuberunner-operator",
+            "-n", "kuberunner-system", "--timeout=120s", timeout=150,
+        )  # fmt: skip
+        sa = "system:serviceaccount:kuberunner-system:kuberunner-operator"
+        assert own_rights(cluster, sa, "default") == NAMESPACED | SCANNING
+    finally:
+        kubectl(
+            cluster, "delete", "--ignore-not-found", "--wait=false", "-f", "-",
+            input="\n---\n".join(yaml.safe_dump(o) for o in objects), check=False,
+        )  # fmt: skip
