@@ -2,15 +2,16 @@
 
 No schema is downloaded: hack/k8s_json_schemas.py converts the local API server's OpenAPI v2
 (the dev cluster runs v1.36) into kubeconform's schema layout, cached under
-~/.cache/kuberunner/kubeconform-schemas/<server version>/, and converts the chart's RunnerService
-CRD into a schema of its own. The monitoring.coreos.com kinds (ServiceMonitor, PodMonitor,
-PrometheusRule) are skipped: their CRDs are not available offline; tests/unit/chart checks
-their fields instead.
+~/.cache/kuberunner/kubeconform-schemas/<server version>-<converter hash>/, and converts the
+chart's RunnerService CRD into a schema of its own. The monitoring.coreos.com kinds
+(ServiceMonitor, PodMonitor, PrometheusRule) are skipped: their CRDs are not available offline;
+tests/unit/chart checks their fields instead.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import subprocess
@@ -43,7 +44,10 @@ def tool(name: str) -> str:
 def schema_locations(cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     version = json.loads(kubectl(cluster, "version", "-o", "json").stdout)["serverVersion"]
     assert version["minor"] == "36", version
-    cache = Path.home() / ".cache" / "kuberunner" / "kubeconform-schemas" / version["gitVersion"]
+    # Keyed by server version and converter content, so a changed converter regenerates.
+    digest = hashlib.sha256(CONVERTER.read_bytes()).hexdigest()[:12]
+    cache = Path.home() / ".cache" / "kuberunner" / "kubeconform-schemas"
+    cache = cache / f"{version['gitVersion']}-{digest}"
     if not (cache / ".complete").exists():
         subprocess.run(
             [sys.executable, str(CONVERTER), "builtin", "--kubectl", str(kubectl_path()),
