@@ -111,4 +111,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # A runnable call that never returns would keep its thread, and interpreter exit would wait
+    # for it forever; the grace period is over by now, so leave without joining threads.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
