@@ -3,6 +3,7 @@ SIGTERM drain. Probed many times, since the kernel picks which worker answers.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -206,4 +207,24 @@ def test_worker_that_cannot_load_makes_the_server_exit_nonzero(tmp_path: Path) -
             time.sleep(0.2)
         assert server.proc.returncode == 1
         assert "model file missing" in server.log()
+        assert group_members(server.proc.pid) == []
+
+
+def test_sigterm_with_a_call_hanging_past_the_grace_period_still_exits(tmp_path: Path) -> None:
+    args = runner_args("example_runnables:Adder", "adder", "--graceful-timeout", "2")
+    env = {"KUBERUNNER_WORKER_ENV_MAP": env_map({})}
+    with run_server(args, tmp_path, env) as server:
+        server.wait_for("/readyz")
+
+        def stuck() -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.post(server.url + "/hang", json={"args": [120]}, timeout=60)
+
+        thread = threading.Thread(target=stuck, daemon=True)
+        thread.start()
+        time.sleep(0.7)
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+        assert time.monotonic() - started < 15  # grace period (2 s) plus margins, not 120 s
         assert group_members(server.proc.pid) == []
