@@ -34,30 +34,46 @@ x = p["optional-dependencies"]; \
 [open(f"/src/requirements-{t}.txt", "w").write("\n".join(p["dependencies"] + x[e]) + "\n") \
  for t, e in (("runner", "numpy"), ("operator", "operator"))]'
 
-# One virtual environment per target at /opt/venv; pip and setuptools are removed at the end, so
-# the final images carry no installer.
-FROM python AS runner-venv
+# Two layers per target, so that a change to the sources replaces only a small one:
+#   /opt/venv        the dependencies (rebuilt only when pyproject.toml's dependencies change);
+#                    pip and setuptools are removed, so the final images carry no installer;
+#   /opt/kuberunner  the project itself (lib/ on sys.path through a .pth file, bin/kuberunner).
+FROM python AS runner-deps
 COPY --from=requirements /src/requirements-runner.txt /tmp/requirements.txt
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --requirement /tmp/requirements.txt
-COPY --from=wheel /wheels /wheels
+ && /opt/venv/bin/pip install --requirement /tmp/requirements.txt \
+ && /opt/venv/bin/python -c "import site; \
+open(site.getsitepackages()[0] + '/kuberunner.pth', 'w').write('/opt/kuberunner/lib\n')"
+
+FROM runner-deps AS runner-venv
+RUN /opt/venv/bin/pip uninstall --yes pip setuptools
+
 # The runner image has no operator dependencies, so it does not ship the operator package either
 # (the CLI then simply lists no operator commands).
-RUN /opt/venv/bin/pip install --no-deps /wheels/*.whl \
+FROM runner-deps AS runner-app
+COPY --from=wheel /wheels /wheels
+RUN /opt/venv/bin/pip install --no-deps --target /opt/kuberunner/lib /wheels/*.whl \
+ && mv /opt/kuberunner/lib/bin /opt/kuberunner/bin \
+ && rm -rf /opt/kuberunner/lib/kuberunner_operator \
  && /opt/venv/bin/pip check \
- && rm -rf /opt/venv/lib/python3*/site-packages/kuberunner_operator \
- && /opt/venv/bin/pip uninstall --yes pip setuptools \
- && /opt/venv/bin/python -c "import kuberunner, numpy"
+ && /opt/kuberunner/bin/kuberunner runner serve --help >/dev/null
 
-FROM python AS operator-venv
+FROM python AS operator-deps
 COPY --from=requirements /src/requirements-operator.txt /tmp/requirements.txt
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --requirement /tmp/requirements.txt
+ && /opt/venv/bin/pip install --requirement /tmp/requirements.txt \
+ && /opt/venv/bin/python -c "import site; \
+open(site.getsitepackages()[0] + '/kuberunner.pth', 'w').write('/opt/kuberunner/lib\n')"
+
+FROM operator-deps AS operator-venv
+RUN /opt/venv/bin/pip uninstall --yes pip setuptools
+
+FROM operator-deps AS operator-app
 COPY --from=wheel /wheels /wheels
-RUN /opt/venv/bin/pip install --no-deps /wheels/*.whl \
+RUN /opt/venv/bin/pip install --no-deps --target /opt/kuberunner/lib /wheels/*.whl \
+ && mv /opt/kuberunner/lib/bin /opt/kuberunner/bin \
  && /opt/venv/bin/pip check \
- && /opt/venv/bin/pip uninstall --yes pip setuptools \
- && /opt/venv/bin/python -c "import kuberunner, kuberunner_operator, kopf, kubernetes"
+ && /opt/kuberunner/bin/kuberunner operator run --help >/dev/null
 
 # ---------------------------------------------------------------------------------------------
 # Common runtime settings: non-root numeric user, read-only root filesystem friendly (only
@@ -69,7 +85,7 @@ ARG SOURCE=https://github.com/kuberunner/kuberunner
 RUN echo 'kuberunner:x:65532:65532:kuberunner:/tmp:/usr/sbin/nologin' >>/etc/passwd \
  && echo 'kuberunner:x:65532:' >>/etc/group \
  && mkdir -p /app
-ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+ENV PATH=/opt/kuberunner/bin:/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
@@ -84,6 +100,7 @@ LABEL org.opencontainers.image.source="${SOURCE}" \
 
 FROM runtime AS operator
 COPY --from=operator-venv /opt/venv /opt/venv
+COPY --from=operator-app /opt/kuberunner /opt/kuberunner
 LABEL org.opencontainers.image.title="kuberunner-operator" \
       org.opencontainers.image.description="kuberunner operator: reconciles RunnerService resources"
 ENTRYPOINT ["kuberunner", "operator", "run"]
@@ -91,6 +108,7 @@ ENTRYPOINT ["kuberunner", "operator", "run"]
 # Last, so that a plain `podman build .` gives the runner image.
 FROM runtime AS runner
 COPY --from=runner-venv /opt/venv /opt/venv
+COPY --from=runner-app /opt/kuberunner /opt/kuberunner
 LABEL org.opencontainers.image.title="kuberunner-runner" \
       org.opencontainers.image.description="kuberunner runner server: serves one runner's methods over HTTP"
 EXPOSE 3000

@@ -140,6 +140,8 @@ build_target() { # target
   if source=$(git -C "$ROOT" remote get-url origin 2>/dev/null); then
     source_args=(--build-arg "SOURCE=$source")
   fi
+  local previous
+  previous=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
   log "building $image (target $target)"
   # The CA bundle is mounted only for the build's RUN steps (the host's TLS-intercepting egress
   # proxy re-signs PyPI); it does not end up in the image.
@@ -151,6 +153,11 @@ build_target() { # target
     -f "$ROOT/Dockerfile" "$ROOT" >"$STATE/build-$target.log" 2>&1 ||
     { tail -n 40 "$STATE/build-$target.log" >&2; die "podman build --target $target failed"; }
   log "built $image in $((SECONDS - t0)) s"
+  # The image this build replaced holds a full copy of the venv (100-200 MB) that no cache step
+  # needs; drop it unless a container still uses it.
+  if [[ -n $previous && $previous != $(podman image inspect --format '{{.Id}}' "$image") ]]; then
+    podman rmi "$previous" >/dev/null 2>&1 || true
+  fi
 }
 
 print_sizes() {
