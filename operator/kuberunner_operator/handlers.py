@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import kopf
 from pydantic import ValidationError
 
@@ -169,8 +170,8 @@ async def worker(rt: Runtime) -> None:
         result = "error"
         try:
             result = await reconcile(rt, key)
-        except ApiError as exc:
-            log.warning("reconcile %s/%s: API error %s", key[0], key[1], exc)
+        except (ApiError, httpx.HTTPError) as exc:  # transient: one line, then backoff
+            log.warning("reconcile %s/%s: %s: %s", key[0], key[1], type(exc).__name__, exc)
         except Exception:
             log.exception("reconcile %s/%s failed", key[0], key[1])
         finally:

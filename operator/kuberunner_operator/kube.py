@@ -13,7 +13,7 @@ import json
 import os
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -269,6 +269,30 @@ class KubeClient:
         )
         items: list[JSON] = data.get("items") or []
         return items
+
+    async def watch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        resource_version: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[JSON]:
+        """Watch events (`{"type", "object"}`) until the server ends the stream."""
+        params = {"watch": "1", "timeoutSeconds": str(timeout_seconds)}
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        path = resource_path(api_version, kind, namespace)
+        timeout = httpx.Timeout(timeout_seconds + 10.0, connect=10.0)
+        async with self._http.stream("GET", path, params=params, timeout=timeout) as resp:
+            if resp.status_code >= 400:
+                await resp.aread()
+                raise _error_from(resp)
+            async for line in resp.aiter_lines():
+                if line.strip():
+                    event: JSON = json.loads(line)
+                    yield event
 
     async def delete(
         self, api_version: str, kind: str, name: str, namespace: str | None = None

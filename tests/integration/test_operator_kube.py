@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -103,3 +104,22 @@ async def test_status_merge_patch_touches_only_status(
     assert live["status"]["observedGeneration"] == 1
     assert live["metadata"]["generation"] == created["metadata"]["generation"]
     assert live["spec"] == created["spec"]
+
+
+async def test_watch_streams_changes_after_a_resource_version(ns: str, kube: KubeClient) -> None:
+    first = await kube.apply(service(ns, "svc-w", {"app": "w"}))
+    seen: list[tuple[str, str]] = []
+
+    async def consume() -> None:
+        async for event in kube.watch(
+            "v1", "Service", ns, resource_version=first["metadata"]["resourceVersion"]
+        ):
+            seen.append((event["type"], event["object"]["metadata"]["name"]))
+            if event["type"] == "DELETED":
+                return
+
+    task = asyncio.create_task(consume())
+    await kube.apply(service(ns, "svc-x", {"app": "x"}))
+    await kube.delete("v1", "Service", "svc-w", ns)
+    await asyncio.wait_for(task, 30)
+    assert seen == [("ADDED", "svc-x"), ("DELETED", "svc-w")]
