@@ -2,18 +2,41 @@
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler built from the Kubernetes Go
 modules, plus kwok simulating CPU and GPU nodes and pod lifecycles.
+
+The names below load on first use, so that building the CLI (which imports
+`devcluster.commands`) does not pay for httpx, yaml and ssl.
 """
 
-from kuberunner_operator.devcluster.cluster import (
-    ClusterInfo,
-    api_client,
-    attach_process,
-    down,
-    info,
-    up,
-)
-from kuberunner_operator.devcluster.health import ClusterStatus, ComponentStatus, status
-from kuberunner_operator.devcluster.state import DEFAULT_NAME, ClusterError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kuberunner_operator.devcluster.cluster import (
+        ClusterInfo,
+        api_client,
+        attach_process,
+        down,
+        info,
+        up,
+    )
+    from kuberunner_operator.devcluster.health import ClusterStatus, ComponentStatus, status
+    from kuberunner_operator.devcluster.state import DEFAULT_NAME, ClusterError
+
+_EXPORTS = {
+    "ClusterInfo": "cluster",
+    "api_client": "cluster",
+    "attach_process": "cluster",
+    "down": "cluster",
+    "info": "cluster",
+    "up": "cluster",
+    "ClusterStatus": "health",
+    "ComponentStatus": "health",
+    "status": "health",
+    "DEFAULT_NAME": "state",
+    "ClusterError": "state",
+}
 
 __all__ = [
     "DEFAULT_NAME",
@@ -28,3 +51,10 @@ __all__ = [
     "status",
     "up",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
