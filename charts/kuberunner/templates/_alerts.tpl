@@ -3,8 +3,8 @@ Alert rule groups, in the rule-file shape (`groups:`), so the PrometheusRule and
 `promtool check rules` / `promtool test rules` read the same text.
 Operator series: kuberunner_operator_reconcile_total{result}, _reconcile_duration_seconds,
 _leader, _managed_services. Runner series: kuberunner_runner_requests_total{runner,method,code},
-_request_duration_seconds{runner,method}; the PodMonitor adds kuberunner_service and
-kuberunner_runner target labels to every runner series, including `up`.
+_request_duration_seconds{runner,method}; the PodMonitor adds kuberunner_service,
+kuberunner_runner and pod_ready target labels to every runner series, including `up`.
 */}}
 {{- define "kuberunner.alertGroups" -}}
 {{- $r := .Values.prometheusRule }}
@@ -69,7 +69,10 @@ groups:
   - name: kuberunner-runners
     rules:
       - alert: KuberunnerRunnerNotReady
-        expr: up{kuberunner_runner!=""} == 0
+        expr: |-
+          max by (namespace, kuberunner_service, kuberunner_runner, pod) (
+            (up{kuberunner_runner!=""} == 0) or up{kuberunner_runner!="", pod_ready="false"}
+          )
         for: 5m
         labels:
           severity: warning
@@ -77,11 +80,12 @@ groups:
           {{- toYaml . | nindent 10 }}
           {{- end }}
         annotations:
-          summary: A runner pod does not answer.
+          summary: A runner pod is not ready.
           description: >-
             Pod {{ "{{ $labels.namespace }}/{{ $labels.pod }}" }} of runner
             {{ "{{ $labels.kuberunner_runner }}" }} (RunnerService
-            {{ "{{ $labels.kuberunner_service }}" }}) has not answered /metrics for 5 minutes.
+            {{ "{{ $labels.kuberunner_service }}" }}) has been not Ready, or has not answered
+            /metrics, for 5 minutes.
             `kubectl get rsvc {{ "{{ $labels.kuberunner_service }}" }} -n {{ "{{ $labels.namespace }}" }}`
             shows the reason (CrashLoopBackOff, Unschedulable, ...).
       - alert: KuberunnerRunnerHighLatency

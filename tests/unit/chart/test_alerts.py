@@ -128,7 +128,13 @@ def test_alerts_fire_on_synthetic_series(tmp_path: Path) -> None:
             },
             {
                 "series": 'up{namespace="ml", pod="svc-fast-0", kuberunner_service="svc", '
-                'kuberunner_runner="fast", job="ml/runners"}',
+                'kuberunner_runner="fast", job="ml/runners", pod_ready="true"}',
+                "values": "1x40",
+            },
+            # ... and one answers /metrics but its pod is not Ready.
+            {
+                "series": 'up{namespace="ml", pod="svc-fast-1", kuberunner_service="svc", '
+                'kuberunner_runner="fast", job="ml/runners", pod_ready="false"}',
                 "values": "1x40",
             },
             # "slow" answers in 1-2.5 s with 10 % 5xx; "fast" in under 0.5 s with 1 % 5xx.
@@ -177,11 +183,11 @@ def test_alerts_fire_on_synthetic_series(tmp_path: Path) -> None:
                     alert(
                         "warning",
                         namespace="ml",
-                        pod="svc-slow-0",
+                        pod=pod,
                         kuberunner_service="svc",
-                        kuberunner_runner="slow",
-                        job="ml/runners",
+                        kuberunner_runner=runner,
                     )
+                    for pod, runner in (("svc-slow-0", "slow"), ("svc-fast-1", "fast"))
                 ],
             },
             {

@@ -446,7 +446,7 @@ def test_pod_monitor_selects_runner_pods() -> None:
     endpoint = pm["spec"]["podMetricsEndpoints"][0]
     assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
     targets = {r["targetLabel"] for r in endpoint["relabelings"]}
-    assert targets == {"kuberunner_service", "kuberunner_runner"}
+    assert targets == {"kuberunner_service", "kuberunner_runner", "pod_ready"}
     namespaced = template("watchNamespaces: [a, b]\nmetrics: {podMonitor: {enabled: true}}")
     assert one(namespaced, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["a", "b"]}
 
