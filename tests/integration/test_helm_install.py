@@ -320,6 +320,14 @@ def test_plain_manifest_installs_with_kubectl_apply_k(cluster: ClusterInfo) -> N
         assert own_rights(cluster, sa, "default") == NAMESPACED | SCANNING
     finally:
         kubectl(
-            cluster, "delete", "--ignore-not-found", "--wait=false", "-f", "-",
-            input="\n---\n".join(yaml.safe_dump(o) for o in objects), check=False,
-        )  # fmt: skip
+            cluster,
+            "delete",
+            "--ignore-not-found",
+            "--wait=true",
+            "--timeout=90s",
+            "-f",
+            "-",
+            input="\n---\n".join(yaml.safe_dump(o) for o in objects),
+            check=False,
+            timeout=120,
+        )  # fmt: skip  (waits: a later install into kuberunner-system must start clean)
