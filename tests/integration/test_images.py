@@ -10,14 +10,20 @@ from __future__ import annotations
 import io
 import json
 import re
+import secrets
+import shutil
 import threading
 import time
 import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+from k8s_helpers import kubectl, kubectl_json
+from kuberunner_operator.devcluster import ClusterInfo
 from podman_helpers import (
     OPERATOR_IMAGE,
     REPO,
@@ -38,6 +44,9 @@ from podman_helpers import (
 pytestmark = [pytest.mark.podman, pytest.mark.timeout(1200)]
 
 FIXTURES = REPO / "tests" / "fixtures" / "runnables"
+CRD_FILE = REPO / "crds" / "runnerservices.kuberunner.io.yaml"
+# A CPU runner: two pods of 3 CPUs, which fit the dev cluster's kwok CPU nodes.
+EXAMPLE = REPO / "examples" / "cpu-runner.yaml"
 NPY = "application/x-kuberunner-npy"
 # Kubernetes' restricted profile, as far as podman expresses it: read-only root, writable /tmp
 # (an emptyDir in the pod), non-root uid, no capabilities, no privilege escalation.
@@ -263,3 +272,64 @@ def test_operator_image_runs_operator_cli(images: BuildResult) -> None:
     proc = run_once(OPERATOR_IMAGE, ["-c", probe], entrypoint="python", podman_args=RESTRICTED)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+@pytest.mark.cluster
+def test_operator_image_reconciles_example_to_ready(
+    images: BuildResult, cluster: ClusterInfo, tmp_path: Path
+) -> None:
+    """The operator image, run by podman against the local cluster, makes an example Ready."""
+    kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    kubectl(cluster, "wait", "--for=condition=Established", "crd/runnerservices.kuberunner.io")
+    namespace = f"kr-img-{secrets.token_hex(3)}"
+    kubectl(cluster, "create", "namespace", namespace)
+    # The container user (65532) must be able to read the mounted kubeconfig.
+    kubeconfig = tmp_path / "kubeconfig"
+    shutil.copyfile(cluster.kubeconfig, kubeconfig)
+    kubeconfig.chmod(0o644)
+    metrics_port, health_port = free_port(), free_port()
+    try:
+        with run_container(
+            OPERATOR_IMAGE,
+            [
+                f"--namespace={namespace}",
+                f"--metrics-address=127.0.0.1:{metrics_port}",
+                f"--health-address=127.0.0.1:{health_port}",
+                "--log-format=json",
+            ],
+            podman_args=[
+                *RESTRICTED,
+                "-v",
+                f"{kubeconfig}:/kubeconfig:ro",
+                "-e",
+                "KUBECONFIG=/kubeconfig",
+            ],
+        ) as container:
+            try:
+                wait_for_status(f"http://127.0.0.1:{health_port}/readyz", 200, timeout=60)
+                applied = time.monotonic()
+                kubectl(cluster, "apply", "-n", namespace, "-f", str(EXAMPLE))
+                name = yaml.safe_load(EXAMPLE.read_text())["metadata"]["name"]
+                kubectl(
+                    cluster,
+                    "wait",
+                    "--for=condition=Ready",
+                    f"rsvc/{name}",
+                    "-n",
+                    namespace,
+                    "--timeout=120s",
+                    timeout=130,
+                )
+                print(f"\n{EXAMPLE.name}: apply to Ready in {time.monotonic() - applied:.2f} s")
+            except Exception as exc:
+                raise AssertionError(f"{exc}\noperator log:\n{container.logs()[-4000:]}") from exc
+            deployments = kubectl_json(cluster, "get", "deployments", "-n", namespace)["items"]
+            assert deployments, "the operator created no Deployment"
+            image = deployments[0]["spec"]["template"]["spec"]["containers"][0]["image"]
+            assert image == RUNNER_IMAGE
+            text = http("GET", f"http://127.0.0.1:{metrics_port}/metrics").body.decode()
+            assert "kuberunner_operator_reconcile_total" in text
+            container.stop(timeout=15)
+            assert container.state()["ExitCode"] == 0, container.logs()[-4000:]
+    finally:
+        kubectl(cluster, "delete", "namespace", namespace, "--wait=false", check=False)
