@@ -67,6 +67,11 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return None
 
 
+def condition_status(obj: dict[str, Any], kind: str) -> str | None:
+    cond = condition(obj, kind)
+    return None if cond is None else str(cond["status"])
+
+
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
@@ -74,8 +79,7 @@ def test_nodes_match_the_contract(cluster: ClusterInfo) -> None:
     nodes = {n["metadata"]["name"]: n for n in kubectl_json(cluster, "get", "nodes")["items"]}
     assert set(nodes) == {"kwok-cpu-0", "kwok-cpu-1", "kwok-gpu-0", "kwok-gpu-1"}
     for name, node in nodes.items():
-        assert condition(node, "Ready") is not None
-        assert condition(node, "Ready")["status"] == "True"  # type: ignore[index]
+        assert condition_status(node, "Ready") == "True"
         alloc = node["status"]["allocatable"]
         assert (alloc["cpu"], alloc["memory"], alloc["pods"]) == ("8", "32Gi", "110")
         taints = node["spec"].get("taints") or []
@@ -200,7 +204,7 @@ def test_deployment_pods_become_ready(cluster: ClusterInfo, fresh_namespace: str
     assert len(pods) == 2
     for p in pods:
         assert p["status"]["phase"] == "Running"
-        assert condition(p, "Ready")["status"] == "True"  # type: ignore[index]
+        assert condition_status(p, "Ready") == "True"
         assert p["status"]["podIP"]
         assert p["spec"]["nodeName"].startswith("kwok-cpu-")  # GPU nodes are tainted
 
@@ -259,14 +263,14 @@ def test_simulated_pod_failures(cluster: ClusterInfo, fresh_namespace: str) -> N
     wait_for(lambda: container("notready"), timeout=30, message="notready status")
     notready = get_pod(cluster, ns, "notready")
     assert notready["status"]["phase"] == "Running"
-    assert condition(notready, "Ready")["status"] == "False"  # type: ignore[index]
+    assert condition_status(notready, "Ready") == "False"
     assert "running" in notready["status"]["containerStatuses"][0]["state"]
 
     wait_for(lambda: container("healthy"), timeout=30, message="healthy status")
-    assert condition(get_pod(cluster, ns, "healthy"), "Ready")["status"] == "True"  # type: ignore[index]
+    assert condition_status(get_pod(cluster, ns, "healthy"), "Ready") == "True"
 
     for name in ("crashloop", "imagepull", "notready"):  # and they stay that way
-        assert condition(get_pod(cluster, ns, name), "Ready")["status"] == "False"  # type: ignore[index]
+        assert condition_status(get_pod(cluster, ns, name), "Ready") == "False"
 
 
 def test_rbac_is_enforced(cluster: ClusterInfo, fresh_namespace: str) -> None:
