@@ -8,6 +8,7 @@ loaded (see ``state.StateDir``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -108,6 +109,9 @@ class RunnerWorkerApp:
             self.on_fatal()
             return
         self._install(runner, invoker)
+        # Everything loaded so far (modules, the model) lives as long as the process: keep it
+        # out of the collector's generations, so full collections stay short under load.
+        gc.freeze()
         self._publisher = asyncio.get_running_loop().create_task(self._publish_loop())
         self.state.mark_ready(self.settings.index)
         log.info(

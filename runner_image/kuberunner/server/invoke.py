@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-INLINE_MAX_SECONDS = 0.005
+INLINE_MAX_SECONDS = 0.01  # a GC pause worth of loop time, and only when nobody waits
 INLINE_TRIP_SECONDS = 0.25  # far above scheduling hiccups of a busy node, far below a hang
 _END = object()
 
