@@ -97,7 +97,8 @@ class Result:
     rps: float
     p50_ms: float
     p99_ms: float
-    errors: int
+    errors: int  # non-2xx answers
+    socket_errors: int  # connect/read/write errors and wrk's 2 s timeouts
     rows_per_batch: float
 
 
@@ -152,17 +153,17 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def parse_wrk(output: str) -> tuple[float, float, float, int]:
+def parse_wrk(output: str) -> tuple[float, float, float, int, int]:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
-    errors = 0
+    errors = sockets = 0
     if match := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output):
-        errors += int(match.group(1))
+        errors = int(match.group(1))
     socket_errors = r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
     if match := re.search(socket_errors, output):
-        errors += sum(int(g) for g in match.groups())
-    return rps, p50, p99, errors
+        sockets = sum(int(g) for g in match.groups())
+    return rps, p50, p99, errors, sockets
 
 
 def batch_totals(url: str, metric: str) -> tuple[float, float]:
@@ -199,9 +200,10 @@ def measure(
     if out.returncode != 0:
         raise RuntimeError(f"wrk failed: {out.stdout}{out.stderr}")
     rows1, batches1 = batch_totals(url, metric)
-    rps, p50, p99, errors = parse_wrk(out.stdout)
+    rps, p50, p99, errors, sockets = parse_wrk(out.stdout)
     batches = batches1 - batches0
-    return Result(rps, p50, p99, errors, (rows1 - rows0) / batches if batches else 0.0)
+    rows_per_batch = (rows1 - rows0) / batches if batches else 0.0
+    return Result(rps, p50, p99, errors, sockets, rows_per_batch)
 
 
 def lua(body: Path, headers: dict[str, str]) -> str:
@@ -285,23 +287,23 @@ def run_interleaved(
 def table(ours: dict[int, Result], theirs: dict[int, Result]) -> str:
     head = (
         f"{'conns':>5} | {'kuberunner req/s':>16} {'p50 ms':>7} {'p99 ms':>7} {'rows/b':>6} "
-        f"{'err':>4} | {'BentoML req/s':>13} {'p50 ms':>7} {'p99 ms':>7} {'rows/b':>6} "
-        f"{'err':>4} | {'req/s x':>7} {'p50 x':>6} {'p99 x':>6}"
+        f"{'n2xx':>4} {'sock':>4} | {'BentoML req/s':>13} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'rows/b':>6} {'n2xx':>4} {'sock':>4} | {'req/s x':>7} {'p50 x':>6} {'p99 x':>6}"
     )
     lines = [head, "-" * len(head)]
     for c in ours:
         a, b = ours[c], theirs.get(c)
         row = (
             f"{c:>5} | {a.rps:>16.0f} {a.p50_ms:>7.2f} {a.p99_ms:>7.2f} {a.rows_per_batch:>6.1f} "
-            f"{a.errors:>4} | "
+            f"{a.errors:>4} {a.socket_errors:>4} | "
         )
         if b is None:
             row += "(not run)"
         else:
             row += (
                 f"{b.rps:>13.0f} {b.p50_ms:>7.2f} {b.p99_ms:>7.2f} {b.rows_per_batch:>6.1f} "
-                f"{b.errors:>4} | {a.rps / b.rps:>7.2f} {a.p50_ms / b.p50_ms:>6.2f} "
-                f"{a.p99_ms / b.p99_ms:>6.2f}"
+                f"{b.errors:>4} {b.socket_errors:>4} | {a.rps / b.rps:>7.2f} "
+                f"{a.p50_ms / b.p50_ms:>6.2f} {a.p99_ms / b.p99_ms:>6.2f}"
             )
         lines.append(row)
     return "\n".join(lines)
