@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
-from k8s_helpers import kubectl, kubectl_json
+from k8s_helpers import kubectl, kubectl_json, wait_for
 from kuberunner_operator.devcluster import ClusterInfo
 from podman_helpers import (
     OPERATOR_IMAGE,
@@ -50,8 +50,10 @@ EXAMPLE = REPO / "examples" / "cpu-runner.yaml"
 NPY = "application/x-kuberunner-npy"
 # Kubernetes' restricted profile, as far as podman expresses it: read-only root, writable /tmp
 # (an emptyDir in the pod), non-root uid, no capabilities, no privilege escalation.
+# podman's --read-only would also mount tmpfs on /run and /var/tmp; Kubernetes does not.
 RESTRICTED = (
     "--read-only",
+    "--read-only-tmpfs=false",
     "--tmpfs",
     "/tmp:rw,size=64m,mode=1777",
     "--user",
@@ -280,7 +282,17 @@ def test_operator_image_reconciles_example_to_ready(
 ) -> None:
     """The operator image, run by podman against the local cluster, makes an example Ready."""
     kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    kubectl(cluster, "wait", "--for=condition=Established", "crd/runnerservices.kuberunner.io")
+    # Polled rather than `kubectl wait`, which fails at once while the CRD has no conditions yet.
+    wait_for(
+        lambda: any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in kubectl_json(cluster, "get", "crd", "runnerservices.kuberunner.io")
+            .get("status", {})
+            .get("conditions", [])
+        ),
+        timeout=120,
+        message="the RunnerService CRD to be Established",
+    )
     namespace = f"kr-img-{secrets.token_hex(3)}"
     kubectl(cluster, "create", "namespace", namespace)
     # The container user (65532) must be able to read the mounted kubeconfig.
@@ -310,6 +322,16 @@ def test_operator_image_reconciles_example_to_ready(
                 applied = time.monotonic()
                 kubectl(cluster, "apply", "-n", namespace, "-f", str(EXAMPLE))
                 name = yaml.safe_load(EXAMPLE.read_text())["metadata"]["name"]
+                # `kubectl wait` gives up at once on an object without conditions yet.
+                wait_for(
+                    lambda: (
+                        kubectl_json(cluster, "get", "rsvc", name, "-n", namespace)
+                        .get("status", {})
+                        .get("conditions")
+                    ),
+                    timeout=60,
+                    message=f"rsvc/{name} to get conditions",
+                )
                 kubectl(
                     cluster,
                     "wait",
