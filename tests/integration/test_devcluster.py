@@ -426,6 +426,7 @@ def test_second_cluster_lifecycle_leaves_nothing_behind(
             assert not _running(pid), f"pid {pid} survived down"
         assert not (ports & listening_ports())
         assert not state_dir.exists()
+        assert [p.name for p in clusters_dir.iterdir() if name in p.name] == []  # no lock file
 
         again = run_cli(kuberunner_env, "down", "--name", name)
         assert again.returncode == 0

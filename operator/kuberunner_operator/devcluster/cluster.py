@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import shutil
 import ssl
 import sys
@@ -83,14 +84,28 @@ def api_client(info: ClusterInfo, timeout: float = 5.0) -> httpx.Client:
 
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    """Serialize up/down of one cluster name across processes."""
+    """Serialize up/down/attach of one cluster name across processes.
+
+    The lock file is removed once the cluster is gone. A waiter that then wins the lock on
+    the removed file notices (the path no longer names its file) and locks afresh."""
     directory.parent.mkdir(parents=True, exist_ok=True)
-    with (directory.parent / f".{directory.name}.lock").open("w") as fh:
+    path = directory.parent / f".{directory.name}.lock"
+    while True:
+        fh = path.open("a")
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            current = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        fh.close()
+    try:
+        yield
+    finally:
+        if not directory.exists():
+            path.unlink(missing_ok=True)
+        fh.close()  # releases the lock
 
 
 class _Starter:
