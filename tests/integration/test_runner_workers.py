@@ -30,7 +30,7 @@ def metric_total(text: str, name: str, **labels: str) -> float:
 
 
 def test_readyz_is_pod_wide_while_one_worker_loads_slowly(tmp_path: Path) -> None:
-    plan = env_map({"LOAD_SECONDS": "0"}, {"LOAD_SECONDS": "6"})
+    plan = env_map({"LOAD_SECONDS": "0"}, {"LOAD_SECONDS": "12"})
     args = runner_args("example_runnables:SlowLoader", "slow")
     with run_server(args, tmp_path, {"KUBERUNNER_WORKER_ENV_MAP": plan}) as server:
         server.wait_for("/livez")  # live while loading
@@ -39,12 +39,18 @@ def test_readyz_is_pod_wide_while_one_worker_loads_slowly(tmp_path: Path) -> Non
         # A new connection per probe, so the kernel hands them to either worker.
         close = {"connection": "close"}
         with httpx.Client(base_url=server.url, timeout=5) as c:
-            # The fast worker is loaded long before the slow one: it must still say 503.
-            deadline = time.monotonic() + 3
-            while time.monotonic() < deadline:
+            # Probe until the fast worker serves calls (and a little longer), well before the
+            # slow one can finish: the fast worker alone must never make the pod ready.
+            deadline = time.monotonic() + 8
+            served_at = None
+            while time.monotonic() < deadline and (
+                served_at is None or time.monotonic() < served_at + 1
+            ):
                 answers.append(c.get("/readyz", headers=close).status_code)
                 assert c.get("/livez", headers=close).status_code == 200
                 calls.append(c.post("/ping", json={}, headers=close).status_code)
+                if calls[-1] == 200 and served_at is None:
+                    served_at = time.monotonic()
             assert set(answers) == {503}, answers
             # The loaded worker already serves; the loading one says so with 503.
             assert set(calls) <= {200, 503}
