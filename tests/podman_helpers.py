@@ -29,9 +29,10 @@ OPERATOR_IMAGE = "localhost/kuberunner-operator:dev"
 BASE_IMAGE = "localhost/kuberunner-base:bookworm"
 UID = 65532
 
-# Flags every `podman run` of the tests uses: runc (crun rejects the hosts' hybrid cgroups), host
-# network (servers bind 127.0.0.1 only), an init that forwards SIGTERM to the server.
-RUN_FLAGS = ("--runtime", "runc", "--network", "host", "--init")
+# Flags every `podman run` of the tests uses: runc (crun rejects the hosts' hybrid cgroups) and
+# host network (servers bind 127.0.0.1 only). INIT adds an init that forwards SIGTERM and reaps.
+RUN_FLAGS = ("--runtime", "runc", "--network", "host")
+INIT = ("--init",)
 
 
 def podman_env() -> dict[str, str]:
@@ -209,10 +210,13 @@ def run_container(
     *,
     podman_args: Sequence[str] = (),
     entrypoint: str | None = None,
+    init: bool = True,
 ) -> Iterator[Container]:
-    """`podman run -d` the image with the tests' flags; the container is removed on exit."""
+    """`podman run -d` the image with the tests' flags; the container is removed on exit.
+
+    With `init=False` the image's entrypoint is PID 1, as under Kubernetes."""
     name = f"kuberunner-test-{uuid.uuid4().hex[:10]}"
-    cmd = ["run", "--detach", "--name", name, *RUN_FLAGS, *podman_args]
+    cmd = ["run", "--detach", "--name", name, *RUN_FLAGS, *(INIT if init else ()), *podman_args]
     if entrypoint is not None:
         cmd += ["--entrypoint", entrypoint]
     podman(*cmd, image, *args)
@@ -232,7 +236,7 @@ def run_once(
     timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
     """`podman run --rm` to completion; returns the finished process (not checked)."""
-    cmd = ["run", "--rm", *RUN_FLAGS, *podman_args]
+    cmd = ["run", "--rm", *RUN_FLAGS, *INIT, *podman_args]
     if entrypoint is not None:
         cmd += ["--entrypoint", entrypoint]
     return podman(*cmd, image, *args, check=False, timeout=timeout)

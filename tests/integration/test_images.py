@@ -110,8 +110,12 @@ def metric_total(metrics_text: str, name: str, **labels: str) -> float:
 def served_runner(
     images: BuildResult, request: pytest.FixtureRequest
 ) -> Iterator[tuple[Container, str, float]]:
-    """The runner image serving example_runnables:<param> with two workers on 127.0.0.1."""
+    """The runner image serving example_runnables:<param> with two workers on 127.0.0.1.
+
+    A param ending in "+pid1" runs without --init: the server itself is PID 1, as in a pod."""
     target: str = request.param
+    init = not target.endswith("+pid1")
+    target = target.removesuffix("+pid1")
     port = free_port()
     start = time.monotonic()
     with run_container(
@@ -126,6 +130,7 @@ def served_runner(
             "-e",
             'KUBERUNNER_WORKER_ENV_MAP={"0": {}, "1": {}}',
         ],
+        init=init,
     ) as container:
         url = f"http://127.0.0.1:{port}"
         try:
@@ -203,6 +208,28 @@ def test_runner_image_drains_in_flight_request_on_sigterm(
     state = container.state()
     assert state["ExitCode"] == 0, container.logs()
     assert seconds < 10
+
+
+@pytest.mark.parametrize("served_runner", ["example_runnables:Adder+pid1"], indirect=True)
+def test_runner_image_as_pid1_stops_on_sigterm_and_reaps_workers(
+    served_runner: tuple[Container, str, float],
+) -> None:
+    """Kubernetes runs the entrypoint as PID 1 with no init: SIGTERM must still end it cleanly."""
+    container, url, _ = served_runner
+    got = post_json(f"{url}/add", {"args": [2, 3], "kwargs": {}})
+    assert got.status == 200, got.body
+    assert got.json() == 5
+    listing = container.exec(
+        "sh", "-c", 'for p in /proc/[0-9]*; do echo "${p#/proc/} $(tr "\\0" " " <$p/cmdline)"; done'
+    ).stdout
+    commands = dict(line.split(" ", 1) for line in listing.splitlines() if " " in line)
+    assert "kuberunner runner serve" in commands["1"], listing
+    workers = [c for c in commands.values() if "kuberunner.server.worker" in c]
+    assert len(workers) == 2, listing
+    seconds = container.stop(timeout=15)
+    state = container.state()
+    assert state["ExitCode"] == 0, container.logs()
+    assert seconds < 10, f"PID 1 did not act on SIGTERM ({seconds:.1f} s)"
 
 
 def test_runner_image_metadata(images: BuildResult) -> None:
