@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup tools system-deps test unit lint fmt crd demo clean-cluster
+.PHONY: setup tools system-deps test unit lint fmt crd demo
 
 setup: $(VENV)/.installed
 
@@ -29,10 +29,18 @@ test: setup tools system-deps
 unit: setup
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-lint: setup
+lint: setup tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict runner_image/kuberunner operator/kuberunner_operator
+	bash hack/render-manifests.sh --check
+
+# Everything derived from the pydantic models: the CRD, its field reference, and the chart's copy
+# of the CRD plus the plain install manifest. The tests fail when any of them is stale.
+crd: setup tools
+	$(BIN)/kuberunner manifest crd -o crds/runnerservices.kuberunner.io.yaml
+	$(BIN)/kuberunner manifest crd-docs -o docs/crd-reference.md
+	bash hack/render-manifests.sh
 
 fmt: setup
 	$(BIN)/ruff check --fix .

@@ -124,9 +124,10 @@ def register_operator(groups: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from kuberunner_operator.demo import register_demo
     from kuberunner_operator.devcluster.commands import register_dev
 
-    register_dev(groups)
+    register_demo(register_dev(groups))
     register_operator(groups)
     register_manifest(groups)
 
