@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import pickle
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -236,3 +237,17 @@ def test_allow_pickle_and_max_concurrency(tmp_path: Path) -> None:
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "1"
         assert "max_concurrency=1" in refused.json()["error"]
+
+
+def test_stream_stops_when_the_client_leaves(client: httpx.Client) -> None:
+    with client.stream("POST", "/forever") as r:
+        lines = r.iter_lines()
+        assert [next(lines), next(lines)] == ["1", "2"]
+    # The connection is closed now; the generator must stop instead of running on.
+    deadline = time.monotonic() + 5
+    while True:
+        first = client.post("/produced_so_far", json={}).json()
+        time.sleep(0.3)
+        if client.post("/produced_so_far", json={}).json() == first:
+            break
+        assert time.monotonic() < deadline, "the stream kept producing after the client left"

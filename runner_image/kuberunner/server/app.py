@@ -11,7 +11,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -277,7 +277,7 @@ class RunnerWorkerApp:
             accept = asgi.header(scope, b"accept")
             json_only = accept is not None and accept.startswith(b"application/json")
             if route.method.config.is_stream:
-                return await self._stream(route.method, call, send)
+                return await self._stream(route.method, call, receive, send)
             timer = asyncio.timeout(self.timeout)
             try:
                 async with timer:
@@ -328,10 +328,16 @@ class RunnerWorkerApp:
         await asgi.respond_error(send, status, message, headers)
         return status
 
-    async def _stream(self, method: RunnerMethod, call: wire.Call, send: Send) -> int:
-        """Chunked NDJSON, one chunk per item; errors before the first item get a status."""
+    async def _stream(
+        self, method: RunnerMethod, call: wire.Call, receive: Receive, send: Send
+    ) -> int:
+        """Chunked NDJSON, one chunk per item; errors before the first item get a status.
+
+        uvicorn drops writes to a closed connection silently, so a watcher on ``receive``
+        notices the client leaving and the generator is stopped instead of running on.
+        """
         assert self.invoker is not None
-        items: AsyncIterator[Any] = self.invoker.stream(method.name, call.args, call.kwargs)
+        items: AsyncGenerator[Any, None] = self.invoker.stream(method.name, call.args, call.kwargs)
         timer = asyncio.timeout(self.timeout)
         try:
             async with timer:
@@ -349,9 +355,15 @@ class RunnerWorkerApp:
                 "headers": [(b"content-type", wire.NDJSON.encode())],
             }
         )
+        gone = asyncio.Event()
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, gone))
         try:
             item = first
             while item is not _END:
+                if gone.is_set():
+                    log.info("client left during a %s stream; stopping it", method)
+                    await items.aclose()
+                    return 499
                 await send(
                     {
                         "type": "http.response.body",
@@ -365,8 +377,18 @@ class RunnerWorkerApp:
             # stream instead of a silently truncated one.
             log.exception("%s failed while streaming", method)
             return 500
+        finally:
+            watcher.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return 200
+
+
+async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return
 
 
 _END: Any = object()
