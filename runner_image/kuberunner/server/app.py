@@ -20,7 +20,7 @@ from kuberunner.runner import Runner, RunnerMethod
 from kuberunner.server import asgi, wire
 from kuberunner.server.asgi import Receive, Scope, Send
 from kuberunner.server.batching import BatchDispatcher, Overloaded
-from kuberunner.server.invoke import INLINE_MAX_SECONDS, Invoker
+from kuberunner.server.invoke import INLINE_AFTER_LONE_BATCHES, INLINE_MAX_SECONDS, Invoker
 from kuberunner.server.loader import build_runner
 from kuberunner.server.metrics import CONTENT_TYPE, RunnerMetrics, render_all
 from kuberunner.server.rows import BatchError
@@ -167,9 +167,12 @@ class RunnerWorkerApp:
             dispatcher = routes[_path(name)].dispatcher
             assert dispatcher is not None
             model = dispatcher.model
-            # Inline only for a proven-fast batch that holds every request of this worker.
+            # Inline only for a proven-fast batch that holds every request of this worker, after
+            # a run of lone requests: requests still in socket buffers are invisible here, and
+            # under concurrency blocking the loop would keep them from being read.
             inline = (
-                model.fitted
+                dispatcher.lone_streak >= INLINE_AFTER_LONE_BATCHES
+                and model.fitted
                 and model.predict(dispatcher.in_flight_rows) <= INLINE_MAX_SECONDS
                 and self._in_flight <= dispatcher.in_flight_requests
             )

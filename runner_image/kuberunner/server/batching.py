@@ -149,6 +149,7 @@ class BatchDispatcher:
         self._queued_rows = 0
         self._in_flight_rows = 0
         self.in_flight_requests = 0  # requests with rows in the batch being executed
+        self.lone_streak = 0  # consecutive batches that held a single request
         self._waits: list[float] = []  # queue waits of requests dispatched, not yet recorded
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -306,6 +307,7 @@ class BatchDispatcher:
         total = sum(sizes)
         self._in_flight_rows = total
         self.in_flight_requests = len(batch)
+        self.lone_streak = self.lone_streak + 1 if len(batch) == 1 else 0
         try:
             merged = rowlib.merge_calls([part for _, part, _ in batch], self._in_dim)
             started = self._clock()

@@ -11,6 +11,7 @@ things the handle does not expose, which is why it owns the runnable instance he
   idle, no other request is in flight in this worker, and the method has proven fast (its
   learned batch cost is at most ``INLINE_MAX_SECONDS``), the call runs inline on the loop
   thread: nothing else is waiting for the loop, so blocking it briefly costs no one anything.
+  The dispatcher only asks for it after a run of batches that each held a single request.
   A method that ever overruns ``INLINE_TRIP_SECONDS`` inline is never inlined again.
 """
 
@@ -23,6 +24,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+INLINE_AFTER_LONE_BATCHES = 16  # the worker has been serving one request at a time
 INLINE_MAX_SECONDS = 0.01  # a GC pause worth of loop time, and only when nobody waits
 INLINE_TRIP_SECONDS = 0.25  # far above scheduling hiccups of a busy node, far below a hang
 _END = object()
