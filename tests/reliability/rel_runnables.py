@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any
@@ -12,7 +13,7 @@ SECRET_ENV = "RELIABILITY_DB_PASSWORD"
 
 
 class Costly(Runnable):
-    """A batchable model whose cost grows with the rows: 20 ms per row (so batching cannot
+    """A batchable model whose cost grows with the rows: 100 ms per row (so batching cannot
     absorb unlimited load), plus per-row fault injection for the error scenarios."""
 
     SUPPORTED_RESOURCES = ("cpu",)
@@ -20,7 +21,7 @@ class Costly(Runnable):
 
     @Runnable.method(batchable=True, batch_dim=0)
     def __call__(self, x: list[Any]) -> list[Any]:
-        time.sleep(0.02 * len(x))
+        time.sleep(0.1 * len(x))
         return [v * 2 for v in x]
 
     @Runnable.method(batchable=True, batch_dim=0)
@@ -41,6 +42,15 @@ class Costly(Runnable):
         return "woke up"
 
     @Runnable.method
+    async def ahang(self, seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "woke up"
+
+    @Runnable.method
+    async def aok(self, v: Any) -> Any:
+        return v
+
+    @Runnable.method
     def leak(self) -> None:
         """Fails with the secret in a local variable and in the process env: neither may reach
         the caller."""
@@ -52,3 +62,19 @@ class Costly(Runnable):
     def leak_keyerror(self) -> Any:
         settings = dict(os.environ)
         return settings["MISSING_" + settings[SECRET_ENV][:0]]
+
+
+class Napper(Runnable):
+    """Async calls that take a while: many in flight per worker (for drain and kill tests)."""
+
+    SUPPORTED_RESOURCES = ("cpu",)
+    SUPPORTS_CPU_MULTI_THREADING = False
+
+    @Runnable.method
+    async def nap(self, seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "rested"
+
+    @Runnable.method
+    def pid(self) -> int:
+        return os.getpid()
