@@ -10,7 +10,7 @@
 #   1. install podman, buildah, debootstrap, runc, uidmap, catatonit from Debian when missing;
 #   2. render hack/containers/*.conf.in into the cache; CONTAINERS_CONF and
 #      CONTAINERS_STORAGE_CONF point podman at them, so the host's global config stays untouched;
-#   3. make the base image localhost/kuberunner-base:bookworm from a debootstrap rootfs (~50 s cold;
+#   3. make the base image localhost/kuberunner-base:bookworm from a debootstrap rootfs (1-3 min cold;
 #      the rootfs tarball and the image are keyed by the debootstrap parameters and reused);
 #   4. podman build the `runner` and `operator` targets of the Dockerfile on that base.
 #
@@ -104,7 +104,7 @@ make_base() {
   tarball=$CACHE/images/base-$SUITE-$key.tar
   if [[ ! -s $tarball ]]; then
     local rootfs=$CACHE/images/rootfs-$SUITE-$key t0=$SECONDS
-    log "debootstrap $SUITE ($INCLUDE) from $mirror (cold: ~50 s)"
+    log "debootstrap $SUITE ($INCLUDE) from $mirror (cold: 1-3 min, depending on load)"
     rm -rf "$rootfs"
     debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$rootfs" "$mirror" \
       >"$CACHE/images/debootstrap.log" 2>&1 || die "debootstrap failed, see $CACHE/images/debootstrap.log"
