@@ -129,15 +129,22 @@ async def children_count(kube: KubeClient, ns: str) -> int:
     return len(deps) + len(svcs)
 
 
-def start_operator(cluster: ClusterInfo, ns: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    health = free_port()
-    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+def start_operator(
+    cluster: ClusterInfo, ns: str, log: Path, connections: int
+) -> tuple[subprocess.Popen[bytes], int]:
+    health, metrics = free_port(), free_port()
+    # Same connection cap as the bulk client: neither side wins by opening more connections.
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "KUBERUNNER_OPERATOR_MAX_CONNECTIONS": str(connections),
+    }
     argv = [
         str(REPO / ".venv" / "bin" / "kuberunner"),
         "operator",
         "run",
         f"--namespace={ns}",
-        f"--metrics-address=127.0.0.1:{free_port()}",
+        f"--metrics-address=127.0.0.1:{metrics}",
         f"--health-address=127.0.0.1:{health}",
         "--log-format=json",
     ]
@@ -146,13 +153,32 @@ def start_operator(cluster: ClusterInfo, ns: str, log: Path) -> tuple[subprocess
     for _ in range(300):
         try:
             if httpx.get(f"http://127.0.0.1:{health}/readyz").status_code == 200:
-                return proc, health
+                return proc, metrics
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
             raise RuntimeError(f"operator exited; see {log}")
         time.sleep(0.2)
     raise RuntimeError(f"operator not ready; see {log}")
+
+
+def reconcile_summary(port: int) -> str:
+    """Reconcile counts by result and the mean duration, from the operator's /metrics."""
+    values: dict[str, float] = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+        if line.startswith("kuberunner_operator_reconcile_"):
+            series, value = line.rsplit(" ", 1)
+            values[series] = float(value)
+    count = values.get("kuberunner_operator_reconcile_duration_seconds_count", 0.0)
+    total = values.get("kuberunner_operator_reconcile_duration_seconds_sum", 0.0)
+    prefix = "kuberunner_operator_reconcile_total{"
+    results = ", ".join(
+        f"{k[len(prefix) :].split('=')[1].strip(chr(34) + '}')} {v:.0f}"
+        for k, v in values.items()
+        if k.startswith(prefix)
+    )
+    mean = total / count if count else 0.0
+    return f"reconciles: {results}; mean {mean * 1000:.0f} ms"
 
 
 def stop_operator(proc: subprocess.Popen[bytes]) -> None:
@@ -196,8 +222,10 @@ async def bench_operator(
     watcher = asyncio.create_task(follow())
     start = time.perf_counter()
     await run_bounded([kube.create(s) for s in services], concurrency)
+    created = time.perf_counter() - start
     await all_done.wait()
     elapsed = time.perf_counter() - start
+    print(f"  operator: RunnerServices created after {created:.2f}s", file=sys.stderr)
     await watcher
     made = await children_count(kube, ns)
     if made != 6 * count:
@@ -236,12 +264,13 @@ def run(args: argparse.Namespace, cluster: ClusterInfo) -> None:
     ns = "bench-op"
     asyncio.run(with_client(cluster, conc, lambda k: ensure_namespace(k, ns)))
     log = Path(tempfile.mkdtemp(prefix="kr-bench-")) / "operator.log"
-    proc, _ = start_operator(cluster, ns, log)
+    proc, metrics_port = start_operator(cluster, ns, log, conc)
     try:
         cpu_before = cpu_seconds(proc.pid)
         op = asyncio.run(with_client(cluster, conc, lambda k: bench_operator(k, ns, n, reps, conc)))
         rss = peak_rss_mb(proc.pid)
         cpu = cpu_seconds(proc.pid) - cpu_before
+        reconciles = reconcile_summary(metrics_port)
     finally:
         stop_operator(proc)
     asyncio.run(with_client(cluster, conc, lambda k: delete_namespace(k, ns)))
@@ -250,7 +279,8 @@ def run(args: argparse.Namespace, cluster: ClusterInfo) -> None:
     print("| services | objects | bulk s | operator s | ratio (<= 1.3) | peak RSS MB (<= 250) |")
     print("| --- | --- | --- | --- | --- | --- |")
     print(f"| {n} | {6 * n} | {bulk:.2f} | {op:.2f} | {op / bulk:.2f} | {rss:.0f} |")
-    print(f"\noperator CPU during the run: {cpu:.1f}s; operator log: {log}")
+    print(f"\noperator CPU during the run: {cpu:.1f}s; {reconciles}")
+    print(f"operator log: {log}")
 
 
 def main() -> int:

@@ -101,7 +101,10 @@ async def runnerservice_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> 
     memo.cache.set_service(key, obj)
     MANAGED_SERVICES.set(memo.cache.managed_count())
     # Spec changes reconcile at once; status-only echoes of our own writes coalesce.
-    memo.queue.add(key, 0.0 if spec_changed else memo.config.debounce_seconds)
+    if spec_changed:
+        memo.queue.add(key, urgent=True)
+    else:
+        memo.queue.add(key, memo.config.debounce_seconds)
 
 
 async def _child_event(event: kopf.RawEvent, kind: str, memo: Runtime) -> None:
@@ -110,7 +113,7 @@ async def _child_event(event: kopf.RawEvent, kind: str, memo: Runtime) -> None:
     memo.activity.last_event = time.monotonic()
     drifted = memo.cache.set_child(obj, deleted=event["type"] == "DELETED")
     if drifted is not None:
-        memo.queue.add(drifted)  # edited or deleted by someone else: repair now
+        memo.queue.add(drifted, urgent=True)  # edited or deleted by someone else: repair now
         return
     key = owner_key(obj)
     if key is not None and _known(memo, key):

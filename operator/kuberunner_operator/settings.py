@@ -56,14 +56,14 @@ class OperatorConfig:
     # Concurrent reconciles; each is a handful of API calls.
     workers: int = 32
     # Pod and Deployment status events for one service within this window make one reconcile.
-    debounce_seconds: float = 0.5
+    debounce_seconds: float = 1.0
     # Every service is re-applied this often (with jitter) to repair drift the watches missed.
     resync_seconds: float = 300.0
     # Lease timings, as client-go's defaults.
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
-    max_connections: int = 64
+    max_connections: int = 32
 
     @property
     def clusterwide(self) -> bool:

@@ -182,3 +182,23 @@ def test_only_template_edits_are_marked_for_template_replacement() -> None:
     edited["spec"]["template"] = {"spec": {"containers": [{"name": "runner", "image": "evil"}]}}
     assert cache.set_child(edited, deleted=False) == key
     assert cache.services[key].edited == {("Deployment", "d")}
+
+
+async def test_urgent_keys_are_served_before_status_refreshes() -> None:
+    queue = WorkQueue()
+    queue.add(("ns", "status-1"))
+    queue.add(("ns", "status-2"))
+    queue.add(("ns", "spec"), urgent=True)
+    queue.add(("ns", "status-2"), urgent=True)  # promoted, served once
+    assert await _drain(queue) == [("ns", "spec"), ("ns", "status-2"), ("ns", "status-1")]
+    assert queue.idle()
+
+
+async def test_urgency_survives_a_key_being_processed() -> None:
+    queue = WorkQueue()
+    queue.add(("ns", "a"))
+    key = await queue.get()
+    queue.add(("ns", "b"))
+    queue.add(("ns", "a"), urgent=True)  # arrives mid-reconcile
+    queue.done(key)
+    assert await _drain(queue) == [("ns", "a"), ("ns", "b")]
