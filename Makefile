@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup tools system-deps test unit lint fmt crd demo
+.PHONY: setup tools system-deps test unit lint fmt crd demo images
 
 setup: $(VENV)/.installed
 
@@ -48,3 +48,8 @@ fmt: setup
 
 demo: setup tools
 	$(BIN)/kuberunner dev demo
+
+# localhost/kuberunner-runner:dev and localhost/kuberunner-operator:dev, built with podman on a
+# debootstrap base (no registry needed); see hack/build-images.sh.
+images:
+	bash hack/build-images.sh
