@@ -122,16 +122,19 @@ def test_metrics_aggregate_in_flight_and_batches_across_workers(tmp_path: Path) 
         done = threading.Event()
 
         def hang() -> None:
-            httpx.post(server.url + "/hang", json={"args": [2]}, timeout=10)
+            httpx.post(server.url + "/hang", json={"args": [3]}, timeout=20)
             done.set()
 
         # Two hanging calls on two connections land on two workers (one busy thread each).
         threads = [threading.Thread(target=hang) for _ in range(2)]
         for t in threads:
             t.start()
-        time.sleep(0.8)
-        text = httpx.get(server.url + "/metrics").text
-        in_flight = metric_total(text, "kuberunner_runner_requests_in_flight")
+        deadline = time.monotonic() + 2.5
+        in_flight = 0.0
+        while in_flight != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            text = httpx.get(server.url + "/metrics").text
+            in_flight = metric_total(text, "kuberunner_runner_requests_in_flight")
         assert in_flight == 2
         for t in threads:
             t.join()
