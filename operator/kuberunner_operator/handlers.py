@@ -45,6 +45,7 @@ from kuberunner_operator.status import Observed, compute_status, invalid_spec_st
 log = logging.getLogger("kuberunner.operator")
 
 EVENT_TYPES = {"Normal", "Warning"}
+INVALID = "invalid"  # reconcile result: spec rejected by the models, reported in status
 MANAGED = {s.MANAGED_BY: "kuberunner"}
 
 # An explicit plain registry: kopf's default "smart" one imports the `kubernetes` package just
@@ -170,10 +171,16 @@ async def worker(rt: Runtime) -> None:
         key = await rt.queue.get()
         QUEUE_DEPTH.set(rt.queue.depth())
         start = time.perf_counter()
-        result = "error"
+        result, retry = "error", True
         try:
-            result = await reconcile(rt, key)
-        except (ApiError, httpx.HTTPError) as exc:  # transient: one line, then backoff
+            result, retry = await reconcile(rt, key), False
+            if result == INVALID:  # the user must change the spec; retrying cannot help
+                result = "error"
+        except ApiError as exc:
+            if exc.code == 409:  # lost an optimistic-concurrency race: plainly try again
+                result = "requeue"
+            log.warning("reconcile %s/%s: %s", key[0], key[1], exc)
+        except httpx.HTTPError as exc:  # transient network trouble: one line, then backoff
             log.warning("reconcile %s/%s: %s: %s", key[0], key[1], type(exc).__name__, exc)
         except Exception:
             log.exception("reconcile %s/%s failed", key[0], key[1])
@@ -185,7 +192,7 @@ async def worker(rt: Runtime) -> None:
         st = rt.cache.services.get(key)
         if st is None:
             continue
-        if result == "error":
+        if retry:
             # Exponential backoff per service, capped: never a hot retry loop.
             st.failures += 1
             rt.queue.add(key, min(0.5 * 2**st.failures, 120.0))
@@ -205,7 +212,7 @@ async def resync_loop(rt: Runtime, period: float = 5.0) -> None:
 
 
 async def reconcile(rt: Runtime, key: ServiceKey) -> str:
-    """Converge one RunnerService; returns the metrics result (success, error, requeue)."""
+    """Converge one RunnerService; returns "success" or INVALID (exceptions mean retry)."""
     st = rt.cache.services.get(key)
     body = st.body if st is not None else None
     if st is None or body is None or body["metadata"].get("deletionTimestamp"):
@@ -221,15 +228,20 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
     except ValidationError as exc:
         status, events = invalid_spec_status(generation, _validation_message(exc), previous, now)
         await _write_status(rt, st, key, previous, status, events)
-        return "error"  # terminal until the spec changes: no requeue (the spec event will)
+        return INVALID  # terminal until the spec changes (that event queues it again)
 
     rendered = render_service(name, namespace, str(meta["uid"]), generation, spec)
     digest = _digest(rendered.objects)
     if st.drift or digest != st.applied_hash:
-        await _apply(rt, key, rendered.objects)
-        await _replace_edited_templates(rt, key, st, rendered.objects)
-        await _prune(rt, key, st, rendered, str(meta["uid"]))
-        st.applied_hash, st.applied_at, st.drift = digest, time.monotonic(), False
+        st.drift = False  # cleared first: drift seen while applying triggers another pass
+        try:
+            await _apply(rt, key, rendered.objects)
+            await _replace_edited_templates(rt, key, st, rendered.objects)
+            await _prune(rt, key, st, rendered, str(meta["uid"]))
+        except BaseException:
+            st.drift = True
+            raise
+        st.applied_hash, st.applied_at = digest, time.monotonic()
         st.resync_after = rt.config.resync_delay()
 
     observed = Observed(
