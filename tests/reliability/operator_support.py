@@ -9,12 +9,17 @@ from typing import Any
 
 from k8s_helpers import kubectl_json
 from kuberunner_operator.devcluster import ClusterInfo
+from kuberunner_operator.devcluster.cluster import api_client
 
 RSVC_PATH = "/apis/kuberunner.io/v1alpha1/namespaces/{ns}/runnerservices"
 
 
 def services(cluster: ClusterInfo, ns: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = kubectl_json(cluster, "get", "rsvc", "-n", ns)["items"]
+    """RunnerServices of `ns` (through the API as JSON: names may hold any unicode)."""
+    with api_client(cluster, timeout=30) as api:
+        r = api.get(RSVC_PATH.format(ns=ns))
+        r.raise_for_status()
+        items: list[dict[str, Any]] = r.json()["items"]
     return items
 
 
