@@ -5,16 +5,25 @@ Why one shared listening socket rather than SO_REUSEPORT: the supervisor binds t
 dies loses no queued connections (with SO_REUSEPORT, connections the kernel already hashed to
 the dead worker's own queue are reset), a restarted worker joins without rebinding, an idle
 worker picks up the next connection instead of a hash deciding regardless of load, and no other
-process can bind the port in between. On drain the supervisor closes its copy first and the
-workers close theirs as they stop, so new connections are refused once every worker is gone.
+process can bind the port in between.
+
+On drain the workers stop accepting at once and finish what they have, while the supervisor
+keeps the listening socket and answers every new connection itself with 503 ``Retry-After``.
+Closing a listening socket resets the connections queued in the kernel's backlog, whose
+requests were already sent; so at the very end the supervisor first attaches a drop-everything
+socket filter (new SYNs are dropped, and the clients' retry finds the port closed: refused),
+answers what is still queued, and only then closes.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -29,6 +38,12 @@ from kuberunner.server.state import StateDir
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
+_SHUTTING_DOWN = b'{"error": "server is shutting down"}'
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"retry-after: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+    % (len(_SHUTTING_DOWN), _SHUTTING_DOWN)
+)
 MAX_LOAD_FAILURES = 5  # consecutive crashes before becoming ready: give up, let kubelet see it
 
 
@@ -172,19 +187,73 @@ class Supervisor:
         return 0
 
     def _drain(self) -> None:
-        """Readiness off pod-wide at once, stop accepting, let in-flight requests finish."""
+        """Readiness off pod-wide at once; workers finish in-flight requests; newcomers get 503."""
         self.state.start_draining()
         if self.sock is not None:
-            self.sock.close()
+            self.sock.setblocking(False)  # a worker may win the race for a waiting connection
         running = [w.proc for w in self.workers if w.proc is not None]
         for proc in running:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.options.graceful_timeout + 5
+        while any(p.poll() is None for p in running) and time.monotonic() < deadline:
+            self._refuse_waiting(POLL_SECONDS)
         for proc in running:
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if proc.poll() is None:
                 log.warning("worker pid %d did not stop in time; killing it", proc.pid)
                 proc.kill()
                 proc.wait()
+        if self.sock is not None:
+            block_new_connections(self.sock)
+            while self._refuse_waiting(0.0):
+                pass
+            self.sock.close()
+
+    def _refuse_waiting(self, wait: float) -> bool:
+        """Answer connections waiting in the backlog with 503; False once none is left."""
+        if self.sock is None:
+            time.sleep(wait)
+            return False
+        ready, _, _ = select.select([self.sock], [], [], wait)
+        budget = time.monotonic() + POLL_SECONDS  # then look after the workers again
+        while ready and time.monotonic() < budget:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # a worker took it, or nothing is left
+                return False
+            refuse(conn)
+            ready, _, _ = select.select([self.sock], [], [], 0)
+        return bool(ready)
+
+
+_SO_ATTACH_FILTER = 26
+_DROP_ALL = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF: ret #0
+
+
+def block_new_connections(sock: socket.socket) -> None:
+    """Linux: drop incoming SYNs on ``sock`` while its queued connections are still accepted."""
+    program = struct.pack("HxxxxxxQ", 1, ctypes.addressof(_DROP_ALL))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, program)
+    except OSError:
+        log.debug("socket filters unavailable; queued connections may be reset at close")
+
+
+def refuse(conn: socket.socket) -> None:
+    """Read the request head, answer 503, and close cleanly (FIN, not RST)."""
+    conn.settimeout(0.5)
+    try:
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < 65536:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            head += chunk
+        conn.sendall(REFUSAL)
+        conn.shutdown(socket.SHUT_WR)
+        while conn.recv(65536):  # unread bytes at close() would turn FIN into RST
+            pass
+    except OSError:
+        pass
+    finally:
+        conn.close()

@@ -8,6 +8,7 @@ place before anything is imported, the runnable's module included.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ctypes
 import logging
 import os
@@ -23,6 +24,7 @@ from kuberunner.server.app import RunnerWorkerApp, WorkerSettings
 from kuberunner.server.state import StateDir
 
 EXIT_LOAD_FAILED = 3
+LINGER_SECONDS = 0.3
 _PR_SET_PDEATHSIG = 1
 
 
@@ -38,15 +40,37 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 class _WorkerServer(uvicorn.Server):
-    """uvicorn's server, telling the app the moment shutdown begins."""
+    """uvicorn's server, with a gentler start of shutdown.
+
+    On SIGTERM it stops accepting at once (the supervisor answers newcomers) but lingers
+    ``LINGER_SECONDS`` before uvicorn's own shutdown, which closes connections that carry no
+    request yet: a connection accepted just before the signal gets to deliver its request and
+    receives a 503 instead of being cut.
+    """
 
     def __init__(self, config: uvicorn.Config, app: RunnerWorkerApp) -> None:
         super().__init__(config)
         self._app = app
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lingering = False
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._app.draining = True
-        super().handle_exit(sig, frame)
+        if self._lingering or self._loop is None:
+            super().handle_exit(sig, frame)  # a second signal, or not started: no linger
+            return
+        self._lingering = True
+        self._loop.call_soon_threadsafe(self._stop_accepting, sig)
+
+    def _stop_accepting(self, sig: int) -> None:
+        for server in self.servers:
+            server.close()
+        assert self._loop is not None
+        self._loop.call_later(LINGER_SECONDS, super().handle_exit, sig, None)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
