@@ -11,6 +11,7 @@ operator; owner references make the garbage collector remove the children.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -177,9 +178,12 @@ async def worker(rt: Runtime) -> None:
             if result == INVALID:  # the user must change the spec; retrying cannot help
                 result = "error"
         except ApiError as exc:
-            if exc.code == 409:  # lost an optimistic-concurrency race: plainly try again
+            if _namespace_terminating(exc):  # its objects go with it; nothing left to do
+                result, retry = "success", False
+            elif exc.code == 409:  # lost an optimistic-concurrency race: plainly try again
                 result = "requeue"
-            log.warning("reconcile %s/%s: %s", key[0], key[1], exc)
+            if retry:
+                log.warning("reconcile %s/%s: %s", key[0], key[1], exc)
         except httpx.HTTPError as exc:  # transient network trouble: one line, then backoff
             log.warning("reconcile %s/%s: %s: %s", key[0], key[1], type(exc).__name__, exc)
         except Exception:
@@ -198,6 +202,10 @@ async def worker(rt: Runtime) -> None:
             rt.queue.add(key, min(0.5 * 2**st.failures, 120.0))
         else:
             st.failures = 0
+
+
+def _namespace_terminating(exc: ApiError) -> bool:
+    return exc.code == 403 and "being terminated" in exc.message
 
 
 async def resync_loop(rt: Runtime, period: float = 5.0) -> None:
@@ -223,26 +231,33 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
     previous: dict[str, Any] = dict(body.get("status") or {})
     now = datetime.now(UTC)
 
-    try:
-        spec = RunnerServiceSpec.model_validate(body.get("spec") or {})
-    except ValidationError as exc:
-        status, events = invalid_spec_status(generation, _validation_message(exc), previous, now)
-        await _write_status(rt, st, key, previous, status, events)
-        return INVALID  # terminal until the spec changes (that event queues it again)
-
-    rendered = render_service(name, namespace, str(meta["uid"]), generation, spec)
-    digest = _digest(rendered.objects)
-    if st.drift or digest != st.applied_hash:
-        st.drift = False  # cleared first: drift seen while applying triggers another pass
+    uid = str(meta["uid"])
+    if st.rendered_for == (uid, generation) and not st.drift:
+        # A status refresh: the spec is unchanged, so are the plans; skip validate and render.
+        rendered: Rendered = st.rendered
+    else:
         try:
-            await _apply(rt, key, rendered.objects)
-            await _replace_edited_templates(rt, key, st, rendered.objects)
-            await _prune(rt, key, st, rendered, str(meta["uid"]))
-        except BaseException:
-            st.drift = True
-            raise
-        st.applied_hash, st.applied_at = digest, time.monotonic()
-        st.resync_after = rt.config.resync_delay()
+            spec = RunnerServiceSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            message = _validation_message(exc)
+            status, events = invalid_spec_status(generation, message, previous, now)
+            await _write_status(rt, st, key, previous, status, events)
+            return INVALID  # terminal until the spec changes (that event queues it again)
+        rendered = render_service(name, namespace, uid, generation, spec)
+        digest = _digest(rendered.objects)
+        if st.drift or digest != st.applied_hash:
+            st.drift = False  # cleared first: drift seen while applying triggers another pass
+            try:
+                await _apply(rt, key, rendered.objects)
+                await _replace_edited_templates(rt, key, st, rendered.objects)
+                await _prune(rt, key, st, rendered, uid)
+            except BaseException:
+                st.drift = True
+                raise
+            st.applied_hash, st.applied_at = digest, time.monotonic()
+            st.resync_after = rt.config.resync_delay()
+        # Keep only the plans: the manifests are re-rendered when applying again.
+        st.rendered_for, st.rendered = (uid, generation), dataclasses.replace(rendered, objects=[])
 
     observed = Observed(
         deployments={
@@ -404,4 +419,5 @@ async def _post_event(rt: Runtime, st: ServiceState, type_: str, reason: str, ms
     try:
         await rt.kube.create(event)
     except ApiError as exc:  # an event is best effort; status already says it
-        log.warning("posting event %s failed: %s", reason, exc)
+        if not _namespace_terminating(exc):
+            log.warning("posting event %s failed: %s", reason, exc)

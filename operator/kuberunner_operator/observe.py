@@ -12,6 +12,8 @@ again afterwards), and delayed adds coalesce bursts of pod events into one recon
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -28,12 +30,24 @@ JSON = dict[str, Any]
 
 
 def strip(obj: Mapping[str, Any]) -> JSON:
-    """A copy without `managedFields` (most of a body's bytes, never needed here)."""
+    """A copy without `managedFields` (most of a body's bytes, never needed here) and with a
+    pod template reduced to its annotations (drift is judged by `template_digest`)."""
     meta = dict(obj.get("metadata") or {})
     meta.pop("managedFields", None)
     out = dict(obj)
     out["metadata"] = meta
+    spec = obj.get("spec")
+    if isinstance(spec, Mapping) and isinstance(spec.get("template"), Mapping):
+        annotations = (spec["template"].get("metadata") or {}).get("annotations") or {}
+        out["spec"] = {**spec, "template": {"metadata": {"annotations": dict(annotations)}}}
     return out
+
+
+def template_digest(obj: Mapping[str, Any]) -> str | None:
+    template = (obj.get("spec") or {}).get("template")
+    if template is None:
+        return None
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
 
 
 def pod_summary(pod: Mapping[str, Any]) -> JSON:
@@ -76,13 +90,18 @@ class ServiceState:
     # newer generation means somebody else edited the child (drift).
     applied_generations: dict[ChildKey, int] = field(default_factory=dict)
     applied_hash: str | None = None
+    # (uid, generation) -> validated and rendered spec: status refreshes after pod events
+    # reuse it instead of validating and rendering again (the spec cannot change without a
+    # new generation).
+    rendered_for: tuple[str, int] | None = None
+    rendered: Any = None  # Rendered without objects (plans only): objects are re-rendered
     applied_at: float = 0.0
     resync_after: float = 0.0
     drift: bool = False
     # Children edited by someone else (not deleted): apply alone cannot remove fields another
     # field manager added, so their pod templates are replaced whole.
     edited: set[ChildKey] = field(default_factory=set)
-    applied_templates: dict[ChildKey, Any] = field(default_factory=dict)
+    applied_templates: dict[ChildKey, str] = field(default_factory=dict)  # template digests
     failures: int = 0
 
     def is_empty(self) -> bool:
@@ -137,10 +156,11 @@ class Cache:
             gen = obj["metadata"].get("generation")
             applied = st.applied_generations.get(ckey)
             drifted = applied is not None and isinstance(gen, int) and gen > applied
-            template = (obj.get("spec") or {}).get("template")
             # A replicas-only change (the HPA scaling) leaves the template as we applied it.
-            if drifted and template is not None and template != st.applied_templates.get(ckey):
-                st.edited.add(ckey)
+            if drifted:
+                digest = template_digest(obj)
+                if digest is not None and digest != st.applied_templates.get(ckey):
+                    st.edited.add(ckey)
         if drifted:
             st.drift = True
             return key
@@ -153,9 +173,9 @@ class Cache:
         gen = live["metadata"].get("generation")
         if isinstance(gen, int):
             st.applied_generations[ckey] = gen
-        template = (live.get("spec") or {}).get("template")
-        if template is not None:
-            st.applied_templates[ckey] = template
+        digest = template_digest(live)
+        if digest is not None:
+            st.applied_templates[ckey] = digest
 
     def set_pod(self, pod: Mapping[str, Any], deleted: bool) -> ServiceKey | None:
         key = owner_key(pod)
