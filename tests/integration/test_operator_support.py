@@ -36,15 +36,17 @@ def install_crd(cluster: ClusterInfo) -> None:
     kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
     # Right after creation the CRD has no conditions yet and `kubectl wait` errors out.
     wait_for(
-        lambda: kubectl(
-            cluster,
-            "wait",
-            "--for=condition=Established",
-            "crd/runnerservices.kuberunner.io",
-            "--timeout=10s",
-            check=False,
-        ).returncode
-        == 0,
+        lambda: (
+            kubectl(
+                cluster,
+                "wait",
+                "--for=condition=Established",
+                "crd/runnerservices.kuberunner.io",
+                "--timeout=10s",
+                check=False,
+            ).returncode
+            == 0
+        ),
         timeout=60,
         message="CRD established",
     )
