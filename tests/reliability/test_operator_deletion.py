@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from operator_support import RSVC_PATH, child_census, services, wait_all_converged
+from operator_support import RSVC_PATH, child_census, wait_all_converged
 from test_operator_support import OperatorProcess, install_crd, new_namespace, rsvc, runner
 
 from k8s_helpers import kubectl, kubectl_json, wait_for
@@ -64,9 +64,16 @@ def test_deletion_in_every_order_leaves_nothing_behind(
         started = time.monotonic()
         kubectl(cluster, "delete", "deployments,services", "-n", first, "-l", MANAGED,
                 "--wait=false")  # fmt: skip
-        wait_for(lambda: set(_managed(cluster, first)) == before and not
-                 [n for n in services(cluster, first) if not n.get("status")],
-                 timeout=60, message="children recreated")  # fmt: skip
+
+        def recreated() -> bool:
+            now = set(_managed(cluster, first))
+            if now != before:
+                raise AssertionError(
+                    f"missing {sorted(before - now)}, extra {sorted(now - before)}"
+                )
+            return True
+
+        wait_for(recreated, timeout=60, message="children recreated")
         wait_all_converged(cluster, first, 1, timeout=120)
         figures("children_first_recreated_s", round(time.monotonic() - started, 1))
         census = child_census(cluster, first)

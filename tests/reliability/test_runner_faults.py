@@ -28,6 +28,18 @@ ROW_SECONDS = 0.1  # Costly.__call__: 100 ms per row, one batch at a time per wo
 SUSTAINABLE_RPS = 1 / ROW_SECONDS  # one worker, one row per request
 
 
+def bucket(metrics: str, method: str, le: str) -> float:
+    """Cumulative count of answers of `method` within `le` seconds (server histogram)."""
+    total = 0.0
+    for line in metrics.splitlines():
+        if line.startswith("kuberunner_runner_request_duration_seconds_bucket{"):
+            labels, value = line.rsplit(" ", 1)
+            wanted = (f'method="{method}"', f'le="{le}"')
+            if all(w in labels for w in wanted):
+                total += float(value)
+    return total
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -109,8 +121,15 @@ def test_overload_sheds_excess_with_503_and_recovers(
         assert all(retry is not None and float(retry) >= 1 for retry in refused)
         # The server keeps doing useful work at (about) its capacity while shedding.
         assert len(admitted) / seconds >= 0.5 * SUSTAINABLE_RPS
-        # Admitted requests respect max_latency_ms (1 s) give or take a shared CPU.
-        assert percentile(admitted, 0.99) < 2.5
+        # Admitted requests respect max_latency_ms (1 s): measured by the server itself (its
+        # histogram), since the client's own timing includes its scheduling on a shared CPU.
+        metrics = httpx.get(srv.url + "/metrics", timeout=10).text
+        within = bucket(metrics, "__call__", "2.5")
+        total = bucket(metrics, "__call__", "+Inf")
+        slow = total - within  # 503s are answered at once: the slow ones are admitted calls
+        figures("server_side_over_2_5s", f"{slow:g} of {len(admitted)} admitted")
+        assert total >= len(results)
+        assert slow <= 0.01 * len(admitted)
         assert sampler.peak < rss_before + 200 * 2**20, "memory grew with the offered load"
 
         # Full recovery: ready, and sequential calls are fast and all served.
