@@ -273,7 +273,8 @@ def run(args: argparse.Namespace, cluster: ClusterInfo) -> None:
         reconciles = reconcile_summary(metrics_port)
     finally:
         stop_operator(proc)
-    asyncio.run(with_client(cluster, conc, lambda k: delete_namespace(k, ns)))
+    if args.keep:  # otherwise the whole cluster goes away right after
+        asyncio.run(with_client(cluster, conc, lambda k: delete_namespace(k, ns)))
 
     print()
     print("| services | objects | bulk s | operator s | ratio (<= 1.3) | peak RSS MB (<= 250) |")
