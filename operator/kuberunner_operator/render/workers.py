@@ -12,6 +12,12 @@ from typing import Any
 from kuberunner.strategy import plan_workers, runnable_traits
 from kuberunner_operator.models import GPU_RESOURCE, RunnerSpec
 
+# Bounds on one pod's plan. The schema cannot express them (the count depends on traits and
+# workersPerResource together), and without them a typo such as `nvidia.com/gpu: 645849` or
+# `cpu: "1e18"` makes the operator build an env map too large to apply, or to hold in memory.
+MAX_GPUS_PER_POD = 1024
+MAX_WORKERS_PER_POD = 256
+
 
 @dataclass(frozen=True)
 class Workers:
@@ -49,8 +55,20 @@ def plan_runner_workers(runner: RunnerSpec) -> Workers:
     )
     request = resource_request(runner)
     wpr = workers_per_resource(runner)
+    gpus = runner.resources.nvidia_gpu
+    if isinstance(gpus, int) and gpus > MAX_GPUS_PER_POD:
+        raise ValueError(
+            f"runner '{runner.name}' asks for {gpus} {GPU_RESOURCE} per pod; at most "
+            f"{MAX_GPUS_PER_POD} are allowed"
+        )
     # plan_workers is what DefaultStrategy.get_worker_count/get_worker_env compute, done
     # once (their warnings would otherwise repeat once per worker on every reconcile).
     plan = plan_workers(traits, request, wpr)
+    if plan.count > MAX_WORKERS_PER_POD:
+        raise ValueError(
+            f"runner '{runner.name}' would run {plan.count} worker processes per pod "
+            f"(resources {request}, workersPerResource {wpr}); at most {MAX_WORKERS_PER_POD} are "
+            "allowed: lower workersPerResource or the resources per pod, and scale with replicas"
+        )
     env_map = {str(index): plan.env(index) for index in range(plan.count)}
     return Workers(count=plan.count, env_map=env_map)

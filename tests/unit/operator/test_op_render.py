@@ -131,6 +131,16 @@ def test_single_threaded_cpu_worker_counts(
             {"supportedResources": ["nvidia.com/gpu"], "resources": {"cpu": "0"}},
             "No known supported resource",
         ),
+        # Found by the reliability fuzzer: absurd sizes must be reported, not planned.
+        (
+            {
+                "supportedResources": ["nvidia.com/gpu", "cpu"],
+                "resources": {"nvidia.com/gpu": 645849},
+            },
+            "at most 1024 are allowed",
+        ),
+        ({"resources": {"cpu": "1e18"}}, "at most 256 are allowed"),
+        ({"resources": {"cpu": "257"}}, "would run 257 worker processes per pod"),
     ],
 )
 def test_strategy_errors_make_the_runner_invalid(fields: dict[str, Any], needle: str) -> None:
@@ -143,6 +153,13 @@ def test_strategy_errors_make_the_runner_invalid(fields: dict[str, Any], needle:
     assert not find(rendered, "Service", bad.object_name)
     assert good.invalid is None
     assert find(rendered, "Deployment", good.object_name)
+
+
+def test_the_largest_allowed_plan_renders() -> None:
+    rendered = render(runner(name="wide", resources={"cpu": "256"}))
+    (planned,) = rendered.runners
+    assert planned.invalid is None
+    assert planned.workers == 256
 
 
 def test_runner_command_port_probes_and_config_overrides() -> None:
