@@ -47,6 +47,9 @@ log = logging.getLogger("kuberunner.operator")
 
 EVENT_TYPES = {"Normal", "Warning"}
 INVALID = "invalid"  # reconcile result: spec rejected by the models, reported in status
+REFUSED = "refused"  # reconcile result: the API server refused a child, reported in status
+# 4xx answers to an apply that are not about the object itself: retried as errors.
+_NOT_REFUSALS = {401, 403, 404, 408, 409, 429}
 MANAGED = {s.MANAGED_BY: "kuberunner"}
 
 # An explicit plain registry: kopf's default "smart" one imports the `kubernetes` package just
@@ -177,6 +180,8 @@ async def worker(rt: Runtime) -> None:
             result, retry = await reconcile(rt, key), False
             if result == INVALID:  # the user must change the spec; retrying cannot help
                 result = "error"
+            elif result == REFUSED:  # reported in status; retried with backoff (quota, webhook)
+                result, retry = "error", True
         except ApiError as exc:
             if _namespace_terminating(exc):  # its objects go with it; nothing left to do
                 result, retry = "success", False
@@ -254,7 +259,11 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
             except BaseException:
                 st.drift = True
                 raise
-            st.applied_hash, st.applied_at = digest, time.monotonic()
+            if st.refused:
+                st.drift = True  # applied again on the next pass (after the backoff)
+            else:
+                st.applied_hash = digest
+            st.applied_at = time.monotonic()
             st.resync_after = rt.config.resync_delay()
         # Keep only the plans: the manifests are re-rendered when applying again.
         st.rendered_for, st.rendered = (uid, generation), dataclasses.replace(rendered, objects=[])
@@ -271,10 +280,11 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
             for (kind, child_name), child in st.children.items()
             if kind == "HorizontalPodAutoscaler"
         },
+        refused=dict(st.refused),
     )
     status, events = compute_status(rendered, generation, observed, previous, now)
     await _write_status(rt, st, key, previous, status, events)
-    return "success"
+    return REFUSED if st.refused else "success"
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -289,9 +299,29 @@ def _validation_message(exc: ValidationError) -> str:
 _LATE_KINDS = {"HorizontalPodAutoscaler", "PodDisruptionBudget"}
 
 
+def _refusal(exc: ApiError) -> bool:
+    """An answer saying the object itself is unacceptable (422 invalid, 413 too large, 400)."""
+    return 400 <= exc.code < 500 and exc.code not in _NOT_REFUSALS
+
+
 async def _apply(rt: Runtime, key: ServiceKey, objects: list[dict[str, Any]]) -> None:
+    """Apply every object; the ones the API server refuses are recorded in `refused` (the
+    status reports them) instead of failing the pass, so that the others are still applied."""
+    refused: dict[str, str] = {}
+
     async def one(obj: dict[str, Any]) -> None:
-        live = await rt.kube.apply(obj)
+        try:
+            live = await rt.kube.apply(obj)
+        except ApiError as exc:
+            if not _refusal(exc):
+                raise
+            name = obj["metadata"]["name"]
+            message = f"{obj['kind']} {name} refused by the API server: {exc.code} {exc.reason}"
+            if exc.message:
+                message += f": {exc.message[:512]}"
+            refused.setdefault(name, message)
+            log.warning("apply %s/%s: %s", key[0], name, message)
+            return
         live.setdefault("kind", obj["kind"])
         rt.cache.record_applied(key, live)
 
@@ -302,6 +332,8 @@ async def _apply(rt: Runtime, key: ServiceKey, objects: list[dict[str, Any]]) ->
     ):
         if wave:
             await asyncio.gather(*(one(o) for o in wave))
+    st = rt.cache.state(key)
+    st.refused = refused
 
 
 # Template annotations that tools write on purpose (`kubectl rollout restart`): kept on repair.

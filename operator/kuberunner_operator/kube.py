@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Mapping
@@ -158,6 +159,31 @@ def resource_path(
     return "/".join(parts)
 
 
+# In JSON text: one escape (a backslash and the character after it), a non-BMP character being
+# a pair of surrogate escapes. Scanning escape by escape keeps `\\ud83d` (an escaped
+# backslash, then plain text) apart from a real escape.
+_ESCAPE = re.compile(r"\\(?:u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|.)", re.IGNORECASE)
+
+
+def _non_bmp(match: re.Match[str]) -> str:
+    high, low = match.group(1), match.group(2)
+    if high is None:
+        return match.group(0)
+    code = 0x10000 + ((int(high, 16) - 0xD800) << 10) + (int(low, 16) - 0xDC00)
+    return f"\\U{code:08X}"
+
+
+def apply_body(obj: Any) -> str:
+    """`obj` as JSON that is also valid YAML, for `application/apply-patch+yaml`.
+
+    JSON is a subset of YAML except for non-BMP characters: `json.dumps` writes them as
+    surrogate pairs (`\\ud83d\\ude00`), which YAML decoders refuse. They become YAML's
+    8-digit `\\U0001F600` escape; everything else (control characters included) stays an
+    ASCII escape.
+    """
+    return _ESCAPE.sub(_non_bmp, json.dumps(obj, separators=(",", ":")))
+
+
 class KubeClient:
     """The process-wide API client. Use `async with KubeClient(config) as kube:`."""
 
@@ -203,7 +229,12 @@ class KubeClient:
         content_type: str = "application/json",
     ) -> JSON:
         self.requests_total += 1
-        content = None if body is None else json.dumps(body, separators=(",", ":"))
+        if body is None:
+            content = None
+        elif content_type == "application/apply-patch+yaml":
+            content = apply_body(body)
+        else:
+            content = json.dumps(body, separators=(",", ":"))
         headers = {"Content-Type": content_type} if content is not None else None
         resp = await self._http.request(
             method, path, params=params, content=content, headers=headers

@@ -108,10 +108,19 @@ class PassThroughModel(BaseModel):
 # --- small Kubernetes types -------------------------------------------------------------
 
 
+# Kubernetes' relaxed env var name rule (the default since 1.32, the only one in 1.36): one or
+# more printable ASCII characters (space to '~'), '=' excepted.
+ENV_NAME_PATTERN = r"^[ -<>-~]+$"
+
+
 class EnvVar(ApiModel):
     """An environment variable of the container, exactly as in a Pod's `env`."""
 
-    name: str = Field(min_length=1, description="Name of the environment variable.")
+    name: str = Field(
+        min_length=1,
+        pattern=ENV_NAME_PATTERN,
+        description="Name of the environment variable: printable ASCII characters except '='.",
+    )
     value: str | None = Field(
         default=None, description="Literal value. Mutually exclusive with valueFrom."
     )

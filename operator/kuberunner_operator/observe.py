@@ -86,8 +86,9 @@ class ServiceState:
     body: JSON | None = None
     children: dict[ChildKey, JSON] = field(default_factory=dict)
     pods: dict[str, JSON] = field(default_factory=dict)
-    # metadata.generation of each child as our last apply left it; a watch event with a
-    # newer generation means somebody else edited the child (drift).
+    # metadata.generation of each child as our last apply left it (0 for kinds without one,
+    # such as core Services); a watch event with a newer generation means somebody else edited
+    # the child (drift), the DELETED event of any child in here means it must be recreated.
     applied_generations: dict[ChildKey, int] = field(default_factory=dict)
     applied_hash: str | None = None
     # (uid, generation) -> validated and rendered spec: status refreshes after pod events
@@ -103,6 +104,9 @@ class ServiceState:
     edited: set[ChildKey] = field(default_factory=set)
     applied_templates: dict[ChildKey, str] = field(default_factory=dict)  # template digests
     failures: int = 0
+    # Children the API server refused at the last apply (object name -> its message): shown
+    # in status as ApplyFailed until an apply of that child succeeds.
+    refused: dict[str, str] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return self.body is None and not self.children and not self.pods
@@ -171,8 +175,9 @@ class Cache:
         ckey = (str(live.get("kind")), str(live["metadata"]["name"]))
         st.children[ckey] = strip(live)
         gen = live["metadata"].get("generation")
-        if isinstance(gen, int):
-            st.applied_generations[ckey] = gen
+        # Core Services have no generation: record them anyway, so that their deletion is
+        # seen as drift (a later edit of such a child is repaired by the periodic resync).
+        st.applied_generations[ckey] = gen if isinstance(gen, int) else 0
         digest = template_digest(live)
         if digest is not None:
             st.applied_templates[ckey] = digest

@@ -27,6 +27,7 @@ UNSCHEDULABLE = "Unschedulable"
 ROLLING_OUT = "RollingOut"
 PENDING = "Pending"
 PROGRESS_DEADLINE = "ProgressDeadlineExceeded"
+APPLY_FAILED = "ApplyFailed"  # the API server refused a child (422, 413, 400...)
 # Container waiting reasons that mean "this will not fix itself soon", most telling first.
 FAILING_WAITING_REASONS = (
     "ErrImagePull",
@@ -49,6 +50,8 @@ class Observed:
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)  # by object name
     pods: list[dict[str, Any]] = field(default_factory=list)
     hpas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Object name -> the API server's message, for children whose apply it refused.
+    refused: Mapping[str, str] = field(default_factory=dict)
 
 
 class Event(NamedTuple):
@@ -159,6 +162,10 @@ def component_status(plan: RunnerPlan, observed: Observed) -> ComponentStatus:
             **{**base, "deployment": None, "service": None, "url": None},
             reason=INVALID_SPEC,
             message=plan.invalid,
+        )
+    if plan.object_name in observed.refused:
+        return ComponentStatus(
+            **base, reason=APPLY_FAILED, message=observed.refused[plan.object_name]
         )
     deployment = observed.deployments.get(plan.object_name)
     if deployment is None:

@@ -154,6 +154,12 @@ BAD = [
         ["spec.runners[0].env[0]", "mutually exclusive"],
     ),
     (
+        "env-name-not-printable-ascii",
+        _runner(env=[{"name": "GR\u00dcSSE", "value": "x"}]),
+        ["spec.runners[0].env[0].name"],
+    ),
+    ("env-name-with-equals", _runner(env=[{"name": "A=B"}]), ["spec.runners[0].env[0].name"]),
+    (
         "recreate-with-surge",
         _runner(rollout={"type": "Recreate", "maxSurge": 1}),
         ["spec.runners[0].rollout", "only to RollingUpdate"],

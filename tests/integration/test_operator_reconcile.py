@@ -221,6 +221,19 @@ def test_hand_edits_and_deletion_of_a_deployment_are_repaired(
     )
     kubectl_wait_ready(cluster, ns, "drift")
 
+    # A core Service has no metadata.generation: its deletion must be seen as drift all the
+    # same (not left to the periodic resync).
+    service = kubectl_json(cluster, "get", "service", name, "-n", ns)
+    kubectl(cluster, "delete", "service", name, "-n", ns, "--wait=false")
+    wait_for(
+        lambda: (  # an exception (not found yet) counts as "not yet"
+            kubectl_json(cluster, "get", "service", name, "-n", ns)["metadata"]["uid"]
+            != service["metadata"]["uid"]
+        ),
+        timeout=15,
+        message="deleted Service recreated",
+    )
+
 
 def test_deleting_the_service_garbage_collects_every_child(cluster: ClusterInfo, ns: str) -> None:
     apply(cluster, rsvc("gone", [runner("a"), runner("b")]), namespace=ns)
@@ -323,3 +336,42 @@ def test_operator_logs_are_json_and_never_show_env_values(
     assert lines
     for line in lines[:50]:
         json.loads(line)
+
+
+def test_non_bmp_characters_in_env_values_are_applied(cluster: ClusterInfo, ns: str) -> None:
+    value = "hi \U0001f600 \u2713"
+    env = [{"name": "GREETING", "value": value}]
+    apply(cluster, rsvc("emoji", [runner("r", env=env)]), namespace=ns)
+    kubectl_wait_ready(cluster, ns, "emoji")
+    name = plan_names(cluster, ns, "emoji")["r"]
+    assert container_env(deployment(cluster, ns, name))["GREETING"] == value
+
+
+def test_a_child_refused_by_the_api_server_is_reported_as_apply_failed(
+    cluster: ClusterInfo, ns: str
+) -> None:
+    # The CRD passes volumes through; the API server wants an RFC 1123 label as volume name.
+    bad = runner("bad", podTemplate={"volumes": [{"name": "Bad_Volume", "emptyDir": {}}]})
+    apply(cluster, rsvc("refused", [bad, runner("fine")]), namespace=ns)
+    entry = wait_for(
+        lambda: (
+            (e := runner_status(cluster, ns, "refused", "bad")).get("reason") == "ApplyFailed" and e
+        ),
+        timeout=30,
+        message="runner bad ApplyFailed",
+    )
+    assert "Deployment" in entry["message"], entry
+    assert "Bad_Volume" in entry["message"], entry
+    assert entry["ready"] is False
+    wait_for(
+        lambda: runner_status(cluster, ns, "refused", "fine").get("ready") is True,
+        timeout=60,
+        message="the other runner still runs",
+    )
+    body = get_rsvc(cluster, ns, "refused")
+    assert condition(body, "Ready")["status"] == "False"
+    assert condition(body, "Degraded")["reason"] == "ApplyFailed"
+    events = kubectl_json(
+        cluster, "get", "events", "-n", ns, "--field-selector", "involvedObject.name=refused"
+    )["items"]
+    assert any(e["reason"] == "ApplyFailed" for e in events)

@@ -32,9 +32,9 @@ def _managed(cluster: ClusterInfo, ns: str, kinds: str = "deployments,services")
     return [f"{i['kind']}/{i['metadata']['name']}" for i in items]
 
 
-def _deployment_uids(cluster: ClusterInfo, ns: str) -> set[str]:
-    items = kubectl_json(cluster, "get", "deployments", "-n", ns, "-l", MANAGED)["items"]
-    return {i["metadata"]["uid"] for i in items}
+def _child_uids(cluster: ClusterInfo, ns: str) -> set[str]:
+    items = kubectl_json(cluster, "get", "deployments,services", "-n", ns, "-l", MANAGED)
+    return {i["metadata"]["uid"] for i in items["items"]}
 
 
 def test_deletion_in_every_order_leaves_nothing_behind(
@@ -63,14 +63,13 @@ def test_deletion_in_every_order_leaves_nothing_behind(
         figures("service_first_gone_s", round(time.monotonic() - started, 1))
         assert child_census(cluster, first)["children"] == 6
 
-        # 2. The children first: the operator recreates the Deployments while the service
-        # lives, and deleting the service afterwards still removes everything.
+        # 2. The children first (Deployments and Services): the operator recreates them while
+        # the service lives, and deleting the service afterwards still removes everything.
         before = set(_managed(cluster, first))
-        old_uids = _deployment_uids(cluster, first)
+        old_uids = _child_uids(cluster, first)
         started = time.monotonic()
-        # Deployments only: a deleted child *Service* is a known product bug (not recreated
-        # until the periodic resync; RELIABILITY.md, known issues), kept out of this suite.
-        kubectl(cluster, "delete", "deployments", "-n", first, "-l", MANAGED, "--wait=false")
+        kubectl(cluster, "delete", "deployments,services", "-n", first, "-l", MANAGED,
+                "--wait=false")  # fmt: skip
 
         def recreated() -> bool:
             now = set(_managed(cluster, first))
@@ -78,7 +77,7 @@ def test_deletion_in_every_order_leaves_nothing_behind(
                 raise AssertionError(
                     f"missing {sorted(before - now)}, extra {sorted(now - before)}"
                 )
-            new_uids = _deployment_uids(cluster, first)
+            new_uids = _child_uids(cluster, first)
             if new_uids & old_uids:
                 raise AssertionError(f"not yet deleted: {sorted(new_uids & old_uids)}")
             return len(new_uids) == len(old_uids)

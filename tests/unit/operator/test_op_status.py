@@ -325,3 +325,19 @@ def test_invalid_spec_status() -> None:
     assert events == [("Warning", "InvalidSpec", "spec.runners.0.name: bad")]
     _, events = invalid_spec_status(4, "spec.runners.0.name: bad", status, T1)
     assert events == []
+
+
+def test_a_refused_child_is_apply_failed_with_the_server_message() -> None:
+    r = rendered()
+    name = r.plans[0].object_name
+    message = f"Deployment {name} refused by the API server: 422 Invalid: volumes[0].name"
+    observed = Observed(deployments={name: dep()}, refused={name: message})
+    status, events = compute_status(r, 7, observed, None, T0)
+    (runner,) = status["runners"]
+    assert (runner["ready"], runner["reason"], runner["message"]) == (False, "ApplyFailed", message)
+    assert condition(status, "Ready")["status"] == "False"
+    assert condition(status, "Degraded")["reason"] == "ApplyFailed"
+    assert ("Warning", "ApplyFailed", f"runner gpu: {message}") in events
+    # Reported once: the same refusal on the next pass posts no new event.
+    _, again = compute_status(r, 7, observed, status, T1)
+    assert not any(e.reason == "ApplyFailed" for e in again)

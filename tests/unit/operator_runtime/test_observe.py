@@ -89,6 +89,20 @@ def test_deleting_an_applied_child_is_drift_only_while_the_service_exists() -> N
     assert key not in cache.services
 
 
+@pytest.mark.parametrize("kind", ["Service", "Deployment", "HorizontalPodAutoscaler"])
+def test_deleting_any_applied_child_is_drift_even_without_a_generation(kind: str) -> None:
+    cache = Cache()
+    key = ("ns", "svc")
+    cache.set_service(key, {"metadata": {"name": "svc", "namespace": "ns"}})
+    child = _child(kind, "c", 1)
+    if kind == "Service":  # core Services have no metadata.generation
+        del child["metadata"]["generation"]
+    cache.record_applied(key, child)
+    assert cache.set_child(child, deleted=False) is None  # our own echo is no drift
+    assert cache.set_child(child, deleted=True) == key
+    assert cache.services[key].drift
+
+
 def test_objects_without_service_label_are_ignored() -> None:
     cache = Cache()
     obj = _child("Deployment", "d", 1)
