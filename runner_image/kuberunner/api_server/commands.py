@@ -32,6 +32,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     from kuberunner.api_server.app import ApiServerApp
     from kuberunner.server.loader import TargetError, import_target
+    from kuberunner.server.uvicorn_config import lean_config
     from kuberunner.service import Service
 
     logging.basicConfig(
@@ -48,20 +49,7 @@ def serve_command(args: argparse.Namespace) -> int:
         log.error("%s is a %s, not a kuberunner Service", args.target, type(service).__name__)
         return 2
     app = ApiServerApp(service, max_body_bytes=args.max_body_bytes)
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,
-        timeout_keep_alive=75,
-        timeout_graceful_shutdown=args.graceful_timeout,
-    )
+    config = lean_config(app, args.graceful_timeout, host=args.host, port=args.port)
 
     class _Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:

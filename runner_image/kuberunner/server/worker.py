@@ -22,6 +22,7 @@ import uvicorn
 
 from kuberunner.server.app import RunnerWorkerApp, WorkerSettings
 from kuberunner.server.state import StateDir
+from kuberunner.server.uvicorn_config import lean_config
 
 EXIT_LOAD_FAILED = 3
 LINGER_SECONDS = 0.3
@@ -116,18 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         max_body_bytes=args.max_body_bytes,
     )
     app = RunnerWorkerApp(settings, state, str(state.prometheus_dir), fatal)
-    config = uvicorn.Config(
-        app,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,  # runners sit behind a Service; no X-Forwarded-* rewriting
-        timeout_keep_alive=75,  # longer than client pools' idle expiry, so clients close first
-        timeout_graceful_shutdown=args.graceful_timeout,
-    )
+    config = lean_config(app, args.graceful_timeout)
     server = _WorkerServer(config, app)
     sock = socket.socket(fileno=args.fd)
     server.run(sockets=[sock])
