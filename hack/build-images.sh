@@ -137,7 +137,8 @@ build_target() { # target
   local target=$1 image=localhost/kuberunner-$1:$TAG version source t0=$SECONDS
   version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -1)
   local source_args=()
-  if source=$(git -C "$ROOT" remote get-url origin 2>/dev/null); then
+  # Only a public URL is a meaningful image source; a clone of a local path keeps the default.
+  if source=$(git -C "$ROOT" remote get-url origin 2>/dev/null) && [[ $source == https://* ]]; then
     source_args=(--build-arg "SOURCE=$source")
   fi
   local previous

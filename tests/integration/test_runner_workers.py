@@ -138,8 +138,13 @@ def test_metrics_aggregate_in_flight_and_batches_across_workers(tmp_path: Path) 
         assert in_flight == 2
         for t in threads:
             t.join()
-        text = httpx.get(server.url + "/metrics").text
-        assert metric_total(text, "kuberunner_runner_requests_in_flight") == 0
+        # The gauge is published ten times a second (not per request), so allow a few periods.
+        deadline = time.monotonic() + 2.5
+        while in_flight != 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            text = httpx.get(server.url + "/metrics").text
+            in_flight = metric_total(text, "kuberunner_runner_requests_in_flight")
+        assert in_flight == 0
         assert (
             metric_total(text, "kuberunner_runner_request_duration_seconds_count", method="hang")
             == 2
