@@ -1,7 +1,8 @@
 """kopf wiring and the one level-based reconcile of a RunnerService.
 
-kopf only watches: every event (RunnerService, owned children, their pods) is recorded in the
-`Cache` and turns into a key on the `WorkQueue`. Workers run `reconcile`, which validates the
+kopf only watches RunnerServices; owned children and their pods, the busy streams, come from
+our own informers (informer.py). Every event is recorded in the `Cache` and turns into a key on
+the `WorkQueue`. Workers run `reconcile`, which validates the
 spec, renders the children (pure), applies them with server-side apply, prunes what the spec no
 longer names, and writes only `status` (pure `compute_status`). Low-level `on.event` handlers
 write no annotations and add no finalizer, so deleting a RunnerService never waits for the
@@ -22,12 +23,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import kopf
 from pydantic import ValidationError
 
 from kuberunner_operator import settings as s
-from kuberunner_operator.kube import ApiError, KubeClient
+from kuberunner_operator.informer import Informer, Source, watch_plan
+from kuberunner_operator.kube import ApiError, KubeClient, TransportError
 from kuberunner_operator.metrics import MANAGED_SERVICES, QUEUE_DEPTH, RECONCILE_DURATION
 from kuberunner_operator.metrics import RECONCILE_TOTAL as RECONCILE
 from kuberunner_operator.models import RunnerServiceSpec
@@ -50,7 +51,6 @@ INVALID = "invalid"  # reconcile result: spec rejected by the models, reported i
 REFUSED = "refused"  # reconcile result: the API server refused a child, reported in status
 # 4xx answers to an apply that are not about the object itself: retried as errors.
 _NOT_REFUSALS = {401, 403, 404, 408, 409, 429}
-MANAGED = {s.MANAGED_BY: "kuberunner"}
 
 # An explicit plain registry: kopf's default "smart" one imports the `kubernetes` package just
 # to see whether it is installed, which costs tens of MB of RSS (P9).
@@ -112,50 +112,65 @@ async def runnerservice_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> 
         memo.queue.add(key, memo.config.debounce_seconds)
 
 
-async def _child_event(event: kopf.RawEvent, kind: str, memo: Runtime) -> None:
-    obj = dict(event["object"])
-    obj.setdefault("kind", kind)
-    memo.activity.last_event = time.monotonic()
-    drifted = memo.cache.set_child(obj, deleted=event["type"] == "DELETED")
+def child_event(rt: Runtime, event_type: str, obj: dict[str, Any]) -> None:
+    """A Deployment, Service, HPA or PDB we manage changed (from the informers)."""
+    rt.activity.last_event = time.monotonic()
+    drifted = rt.cache.set_child(obj, deleted=event_type == "DELETED")
     if drifted is not None:
-        memo.queue.add(drifted, urgent=True)  # edited or deleted by someone else: repair now
+        rt.queue.add(drifted, urgent=True)  # edited or deleted by someone else: repair now
         return
     key = owner_key(obj)
-    if key is not None and _known(memo, key):
-        memo.queue.add(key, memo.config.debounce_seconds)
+    if key is not None and _known(rt, key):
+        rt.queue.add(key, rt.config.debounce_seconds)
 
 
-def _known(memo: Runtime, key: ServiceKey) -> bool:
-    st = memo.cache.services.get(key)
+def pod_event(rt: Runtime, event_type: str, obj: dict[str, Any]) -> None:
+    """A pod of a managed runner changed: its service's status may change."""
+    rt.activity.last_event = time.monotonic()
+    key = rt.cache.set_pod(obj, deleted=event_type == "DELETED")
+    if key is not None and _known(rt, key):
+        rt.queue.add(key, rt.config.debounce_seconds)
+
+
+def _known(rt: Runtime, key: ServiceKey) -> bool:
+    st = rt.cache.services.get(key)
     return st is not None and st.body is not None
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED, registry=registry)
-async def deployment_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
-    await _child_event(event, "Deployment", memo)
+# The owned kinds and their pods, followed by plain list-and-watch loops (see informer.py).
+CHILD_SOURCES = tuple(
+    Source(api_version, kind, s.MANAGED_SELECTOR)
+    for api_version, kind in (
+        ("apps/v1", "Deployment"),
+        ("v1", "Service"),
+        ("autoscaling/v2", "HorizontalPodAutoscaler"),
+        ("policy/v1", "PodDisruptionBudget"),
+    )
+)
+POD_SOURCE = Source("v1", "Pod", s.MANAGED_SELECTOR)
 
 
-@kopf.on.event("v1", "services", labels=MANAGED, registry=registry)
-async def service_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
-    await _child_event(event, "Service", memo)
+def informers(rt: Runtime) -> list[Informer]:
+    """One informer per watched kind and namespace (cluster-wide for all namespaces or for
+    namespace patterns, see `watch_plan`)."""
+    namespaces, wanted = watch_plan(rt.config.namespaces)
 
+    def watched(obj: dict[str, Any]) -> bool:
+        return wanted is None or wanted(str((obj.get("metadata") or {}).get("namespace")))
 
-@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED, registry=registry)
-async def hpa_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
-    await _child_event(event, "HorizontalPodAutoscaler", memo)
+    def on_child(event_type: str, obj: dict[str, Any]) -> None:
+        if watched(obj):
+            child_event(rt, event_type, obj)
 
+    def on_pod(event_type: str, obj: dict[str, Any]) -> None:
+        if watched(obj):
+            pod_event(rt, event_type, obj)
 
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED, registry=registry)
-async def pdb_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
-    await _child_event(event, "PodDisruptionBudget", memo)
-
-
-@kopf.on.event("v1", "pods", labels=MANAGED, registry=registry)
-async def pod_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
-    memo.activity.last_event = time.monotonic()
-    key = memo.cache.set_pod(event["object"], deleted=event["type"] == "DELETED")
-    if key is not None and _known(memo, key):
-        memo.queue.add(key, memo.config.debounce_seconds)
+    return [
+        Informer(rt.kube, source, ns, on_pod if source is POD_SOURCE else on_child)
+        for ns in namespaces
+        for source in (*CHILD_SOURCES, POD_SOURCE)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,7 +204,7 @@ async def worker(rt: Runtime) -> None:
                 result = "requeue"
             if retry:
                 log.warning("reconcile %s/%s: %s", key[0], key[1], exc)
-        except httpx.HTTPError as exc:  # transient network trouble: one line, then backoff
+        except TransportError as exc:  # transient network trouble: one line, then backoff
             log.warning("reconcile %s/%s: %s: %s", key[0], key[1], type(exc).__name__, exc)
         except Exception:
             log.exception("reconcile %s/%s failed", key[0], key[1])

@@ -1,4 +1,9 @@
-"""A small typed async Kubernetes API client on httpx.
+"""A small typed async Kubernetes API client on aiohttp.
+
+aiohttp rather than httpx: kopf already brings it, and it costs ~0.3 ms of CPU per request
+where httpx's connection pool cost ~3.8 ms (measured against the dev cluster, 32 requests in
+flight; the pool rescans every connection, with a poll syscall each, for every request). On a
+small control plane the operator's CPU is taken from the API server it waits for.
 
 One `KubeClient` per process. It knows only the verbs the operator needs: server-side apply, get,
 list by label selector, delete, merge patch of `/status`, create (events, leases) and replace
@@ -9,6 +14,7 @@ the `kubernetes` package is never imported (it costs tens of MB of RSS).
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 import os
 import re
@@ -19,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import yaml
 
 FIELD_MANAGER = "kuberunner"
@@ -41,6 +47,10 @@ PLURALS: dict[tuple[str, str], str] = {
     ("v1", "Namespace"): "namespaces",
 }
 CLUSTER_SCOPED = {"CustomResourceDefinition", "Namespace"}
+
+
+class TransportError(Exception):
+    """The API server could not be reached or the connection broke (retry later)."""
 
 
 class ApiError(Exception):
@@ -199,16 +209,12 @@ class KubeClient:
         if config.token:
             headers["Authorization"] = f"Bearer {config.token}"
         self.config = config
-        self._http = httpx.AsyncClient(
-            base_url=config.server,
-            verify=config.ssl_context,
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-        )
-        self.requests_total = 0
+        self._headers = headers
+        self._max_connections = max_connections
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
+        # Created on first use, inside the running event loop (aiohttp binds sessions to it).
+        self._requests: aiohttp.ClientSession | None = None
+        self._watches: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -217,7 +223,27 @@ class KubeClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for session in (self._requests, self._watches):
+            if session is not None:
+                await session.close()
+        self._requests = self._watches = None
+
+    def _session(self, *, watch: bool = False) -> aiohttp.ClientSession:
+        # Watches hold their connection for minutes: they get a pool of their own, so that
+        # they never take the slots that requests queue for.
+        session = self._watches if watch else self._requests
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                limit=0 if watch else self._max_connections, ssl=self.config.ssl_context
+            )
+            session = aiohttp.ClientSession(
+                connector=connector, headers=self._headers, timeout=self._timeout
+            )
+            if watch:
+                self._watches = session
+            else:
+                self._requests = session
+        return session
 
     async def _request(
         self,
@@ -228,7 +254,6 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
     ) -> JSON:
-        self.requests_total += 1
         if body is None:
             content = None
         elif content_type == "application/apply-patch+yaml":
@@ -236,13 +261,32 @@ class KubeClient:
         else:
             content = json.dumps(body, separators=(",", ":"))
         headers = {"Content-Type": content_type} if content is not None else None
-        resp = await self._http.request(
-            method, path, params=params, content=content, headers=headers
-        )
-        if resp.status_code >= 400:
-            raise _error_from(resp)
-        data: JSON = resp.json() if resp.content else {}
+        try:
+            async with self._session().request(
+                method,
+                self.config.server + path,
+                params=params,
+                data=content.encode() if content is not None else None,
+                headers=headers,
+            ) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise _error_from(resp.status, resp.reason or "", raw)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        data: JSON = json.loads(raw) if raw else {}
         return data
+
+    async def get_text(self, path: str) -> str:
+        """GET a non-resource path (such as `/metrics`) as text."""
+        try:
+            async with self._session().get(self.config.server + path) as resp:
+                text = await resp.text()
+                if resp.status >= 400:
+                    raise _error_from(resp.status, resp.reason or "", text.encode())
+                return text
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransportError(f"GET {path}: {type(exc).__name__}: {exc}") from exc
 
     async def apply(self, obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER) -> JSON:
         """Server-side apply with conflicts forced: idempotent, returns the live object."""
@@ -294,12 +338,33 @@ class KubeClient:
         *,
         label_selector: str | None = None,
     ) -> list[JSON]:
-        params = {"labelSelector": label_selector} if label_selector else None
-        data = await self._request(
-            "GET", resource_path(api_version, kind, namespace), params=params
+        items, _ = await self.list_with_version(
+            api_version, kind, namespace, label_selector=label_selector
         )
-        items: list[JSON] = data.get("items") or []
         return items
+
+    async def list_with_version(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        page_size: int = 500,
+    ) -> tuple[builtins.list[JSON], str]:
+        """Every matching object, in pages, and the list's resourceVersion (to watch from)."""
+        params = {"limit": str(page_size)}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        path = resource_path(api_version, kind, namespace)
+        items: builtins.list[JSON] = []
+        while True:
+            data = await self._request("GET", path, params=params)
+            items.extend(data.get("items") or [])
+            meta = data.get("metadata") or {}
+            if not meta.get("continue"):
+                return items, str(meta.get("resourceVersion") or "")
+            params = {**params, "continue": str(meta["continue"])}
 
     async def watch(
         self,
@@ -308,22 +373,37 @@ class KubeClient:
         namespace: str | None = None,
         *,
         resource_version: str | None = None,
+        label_selector: str | None = None,
         timeout_seconds: int = 300,
+        bookmarks: bool = False,
     ) -> AsyncIterator[JSON]:
         """Watch events (`{"type", "object"}`) until the server ends the stream."""
         params = {"watch": "1", "timeoutSeconds": str(timeout_seconds)}
         if resource_version:
             params["resourceVersion"] = resource_version
-        path = resource_path(api_version, kind, namespace)
-        timeout = httpx.Timeout(timeout_seconds + 10.0, connect=10.0)
-        async with self._http.stream("GET", path, params=params, timeout=timeout) as resp:
-            if resp.status_code >= 400:
-                await resp.aread()
-                raise _error_from(resp)
-            async for line in resp.aiter_lines():
-                if line.strip():
-                    event: JSON = json.loads(line)
-                    yield event
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if bookmarks:
+            params["allowWatchBookmarks"] = "true"
+        url = self.config.server + resource_path(api_version, kind, namespace)
+        # No total deadline; a stream silent for longer than the server's own timeout is dead.
+        timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=timeout_seconds + 10)
+        try:
+            async with self._session(watch=True).get(url, params=params, timeout=timeout) as resp:
+                if resp.status >= 400:
+                    raise _error_from(resp.status, resp.reason or "", await resp.read())
+                # Lines are split here rather than with readline(), which refuses lines longer
+                # than aiohttp's buffer (a large object is one long line).
+                pending = b""
+                async for chunk in resp.content.iter_any():
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            event: JSON = json.loads(line)
+                            yield event
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransportError(f"watch {kind}: {type(exc).__name__}: {exc}") from exc
 
     async def delete(
         self, api_version: str, kind: str, name: str, namespace: str | None = None
@@ -365,9 +445,9 @@ class KubeClient:
         return await self._request("PUT", path, body=obj)
 
 
-def _error_from(resp: httpx.Response) -> ApiError:
+def _error_from(code: int, reason: str, raw: bytes) -> ApiError:
     try:
-        status = resp.json()
-        return ApiError(resp.status_code, str(status.get("reason", "")), str(status["message"]))
-    except (ValueError, KeyError, TypeError):
-        return ApiError(resp.status_code, resp.reason_phrase, resp.text[:500])
+        status = json.loads(raw)
+        return ApiError(code, str(status.get("reason", "")), str(status["message"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return ApiError(code, reason, raw[:500].decode(errors="replace"))

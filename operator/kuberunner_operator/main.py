@@ -1,8 +1,9 @@
 """`kuberunner operator run`: kopf embedded in our own event loop, behind an optional Lease.
 
 Order of things: logging, metrics and health servers (threads), one API client, then (with
-`--leader-elect`) wait for the Lease, then kopf's watches plus our reconcile workers. Losing the
-Lease ends the process with exit code 1 so Kubernetes restarts it as a standby.
+`--leader-elect`) wait for the Lease, then kopf's watch of RunnerServices, our informers for
+children and pods, and the reconcile workers. Losing the Lease ends the process with exit
+code 1 so Kubernetes restarts it as a standby.
 """
 
 from __future__ import annotations
@@ -37,8 +38,6 @@ EXIT_LEADERSHIP_LOST = 1
 def configure_logging(log_format: str) -> None:
     fmt = kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=False, log_format=fmt, log_refkey="object")
-    # httpx logs every request URL at INFO: far too chatty for an operator.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     # kopf logs every successful watch-handler call at INFO: thousands per minute under load.
     # Failures (WARNING and up) still show.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
@@ -80,8 +79,11 @@ async def _serve(config: OperatorConfig) -> int:
 
         background += [asyncio.create_task(handlers.worker(runtime)) for _ in range(config.workers)]
         background.append(asyncio.create_task(handlers.resync_loop(runtime)))
+        informers = handlers.informers(runtime)
+        background += [asyncio.create_task(informer.run()) for informer in informers]
         ready = asyncio.Event()
-        background.append(asyncio.create_task(_mark_watching(ready, activity)))
+        synced = [ready, *(informer.synced for informer in informers)]
+        background.append(asyncio.create_task(_mark_watching(synced, activity)))
         operator = asyncio.create_task(
             kopf.operator(
                 clusterwide=config.clusterwide,
@@ -118,8 +120,10 @@ async def _serve(config: OperatorConfig) -> int:
     return code
 
 
-async def _mark_watching(ready: asyncio.Event, activity: Activity) -> None:
-    await ready.wait()
+async def _mark_watching(ready: list[asyncio.Event], activity: Activity) -> None:
+    """Ready once kopf and every informer have seen the current state."""
+    for flag in ready:
+        await flag.wait()
     activity.watching = True
 
 

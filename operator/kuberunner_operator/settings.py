@@ -27,14 +27,6 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_SELECTOR = f"{MANAGED_BY}=kuberunner"
 LEASE_NAME = "kuberunner-operator"
 
-# Children the operator owns and watches (group, version, plural).
-CHILD_RESOURCES = (
-    ("apps", "v1", "deployments"),
-    ("", "v1", "services"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("policy", "v1", "poddisruptionbudgets"),
-)
-
 
 def _env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
@@ -103,7 +95,7 @@ class OperatorConfig:
 class WatchOnlyDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     """Our own prefix, but no essence: kopf builds one (a deep copy of the whole body) on every
     watch event, and it only matters to create/update handlers, which this operator has none
-    of (all handlers are `on.event`). Saves most of kopf's per-event CPU on pods and children.
+    of (all handlers are `on.event`). Saves most of kopf's per-event CPU.
     Add a changing handler, and this storage must go."""
 
     def build(
@@ -134,12 +126,9 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> N
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
-    # Server-side filtering: only our children and their pods reach the process.
-    for group, version, plural in (*CHILD_RESOURCES, ("", "v1", "pods")):
-        key = (group, version, plural) if group else (version, plural)
-        settings.watching.label_selectors[key] = MANAGED_SELECTOR
-    # Watch handlers only record and enqueue; they never block, so no per-object limit is
-    # needed beyond bounding memory under event floods.
+    # kopf watches RunnerServices only (children and pods: informer.py). Its handler only
+    # records and enqueues and never blocks, so no per-object limit is needed beyond bounding
+    # memory under event floods.
     settings.queueing.worker_limit = 256
     settings.queueing.idle_timeout = 2.0
     # Leader election is ours (a Lease); kopf never pauses for peers.

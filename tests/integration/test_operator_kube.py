@@ -1,8 +1,9 @@
-"""The operator's httpx API client against the real API server of the dev cluster."""
+"""The operator's API client and informers against the real API server of the dev cluster."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -10,7 +11,14 @@ from test_operator_support import install_crd, new_namespace, rsvc, runner
 
 from k8s_helpers import kubectl, kubectl_json
 from kuberunner_operator.devcluster import ClusterInfo
-from kuberunner_operator.kube import ApiError, KubeClient, load_kubeconfig
+from kuberunner_operator.informer import Informer, Source
+from kuberunner_operator.kube import (
+    ApiError,
+    KubeClient,
+    KubeConfig,
+    TransportError,
+    load_kubeconfig,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -123,3 +131,57 @@ async def test_watch_streams_changes_after_a_resource_version(ns: str, kube: Kub
     await kube.delete("v1", "Service", "svc-w", ns)
     await asyncio.wait_for(task, 30)
     assert seen == [("ADDED", "svc-x"), ("DELETED", "svc-w")]
+
+
+async def test_paged_list_returns_every_object_and_a_version(ns: str, kube: KubeClient) -> None:
+    for i in range(5):
+        await kube.apply(service(ns, f"svc-p{i}", {"app": "p"}))
+    items, version = await kube.list_with_version("v1", "Service", ns, page_size=2)
+    assert sorted(o["metadata"]["name"] for o in items) == [f"svc-p{i}" for i in range(5)]
+    assert version.isdigit()
+
+
+async def test_unreachable_server_is_a_transport_error() -> None:
+    # Nothing listens on the discard port of this machine.
+    async with KubeClient(KubeConfig("https://127.0.0.1:9", False, None, "default")) as client:
+        with pytest.raises(TransportError, match="GET /api/v1/namespaces/default"):
+            await client.get("v1", "Namespace", "default")
+
+
+async def test_informer_lists_watches_and_reports_what_a_gap_deleted(
+    ns: str, kube: KubeClient
+) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def record(event_type: str, obj: dict[str, object]) -> None:
+        meta = obj["metadata"]
+        assert isinstance(meta, dict)
+        assert obj["kind"] == "Service"  # list items carry no kind; the informer adds it
+        seen.append((event_type, str(meta["name"])))
+
+    await kube.apply(service(ns, "svc-i1", {"app": "i"}))
+    unlabelled = service(ns, "svc-other", {"app": "o"})
+    unlabelled["metadata"] = {"name": "svc-other", "namespace": ns}
+    await kube.apply(unlabelled)
+    informer = Informer(kube, Source("v1", "Service", "team=t"), ns, record)
+    task = asyncio.create_task(informer.run())
+    try:
+        await asyncio.wait_for(informer.synced.wait(), 30)
+        assert seen == [("ADDED", "svc-i1")]  # the unlabelled Service is filtered by the server
+        await kube.apply(service(ns, "svc-i2", {"app": "i"}))
+        await kube.delete("v1", "Service", "svc-i1", ns)
+        for _ in range(300):
+            if ("DELETED", "svc-i1") in seen:
+                break
+            await asyncio.sleep(0.1)
+        assert seen[1:] == [("ADDED", "svc-i2"), ("DELETED", "svc-i1")]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    # While nobody watched, svc-i2 was deleted and svc-i3 created: a relist reports both.
+    seen.clear()
+    await kube.delete("v1", "Service", "svc-i2", ns)
+    await kube.apply(service(ns, "svc-i3", {"app": "i"}))
+    await informer._relist()
+    assert sorted(seen) == [("ADDED", "svc-i3"), ("DELETED", "svc-i2")]
