@@ -100,11 +100,16 @@ async def bench_bulk(kube: KubeClient, count: int, replicas: int, concurrency: i
     ns = "bench-bulk"
     await ensure_namespace(kube, ns)
     objs = bulk_objects(ns, count, replicas)
+    before, cpu_before = await api_requests(kube), cpu_by_program()
     start = time.perf_counter()
-    await run_bounded([kube.create(o) for o in objs], concurrency)
+    verb = kube.apply if os.environ.get("BULK_APPLY") else kube.create
+    await run_bounded([verb(o) for o in objs], concurrency)
     elapsed = time.perf_counter() - start
     print(f"  bulk: {len(objs)} objects in {elapsed:.2f}s", file=sys.stderr)
+    print(f"  bulk: {cpu_delta(cpu_before, cpu_by_program())}", file=sys.stderr)
+    print(f"  bulk: {request_delta(before, await api_requests(kube))}", file=sys.stderr)
     await delete_namespace(kube, ns)
+    await settle(kube)
     return elapsed
 
 
@@ -207,31 +212,120 @@ async def bench_operator(
     # existing object, so services created before it connects are not missed.
     done: set[str] = set()
     all_done = asyncio.Event()
+    finished: list[float] = []  # when each service got its status, for the progress line
+    children: list[float] = []  # when each child appeared
 
     async def follow() -> None:
         while True:
             async for event in kube.watch("kuberunner.io/v1alpha1", "RunnerService", ns):
                 obj = event["object"]
                 meta = obj["metadata"]
-                if (obj.get("status") or {}).get("observedGeneration") == meta.get("generation"):
+                observed = (obj.get("status") or {}).get("observedGeneration")
+                if observed == meta.get("generation") and meta["name"] not in done:
                     done.add(meta["name"])
+                    finished.append(time.perf_counter() - start)
                     if len(done) == count:
                         all_done.set()
                         return
 
-    watcher = asyncio.create_task(follow())
+    async def count_children(api_version: str, kind: str) -> None:
+        async for event in kube.watch(api_version, kind, ns):
+            if event["type"] == "ADDED":
+                children.append(time.perf_counter() - start)  # noqa: PERF401 (as they come)
+
+    before, cpu_before = await api_requests(kube), cpu_by_program()
     start = time.perf_counter()
+    watcher = asyncio.create_task(follow())
+    child_watchers = [
+        asyncio.create_task(count_children("apps/v1", "Deployment")),
+        asyncio.create_task(count_children("v1", "Service")),
+    ]
     await run_bounded([kube.create(s) for s in services], concurrency)
     created = time.perf_counter() - start
     await all_done.wait()
     elapsed = time.perf_counter() - start
     print(f"  operator: RunnerServices created after {created:.2f}s", file=sys.stderr)
     await watcher
+    for task in child_watchers:
+        task.cancel()
+    print(f"  operator: status written at {_quantiles(finished)}", file=sys.stderr)
+    print(f"  operator: children created at {_quantiles(sorted(children))}", file=sys.stderr)
+    print(f"  operator: {cpu_delta(cpu_before, cpu_by_program())}", file=sys.stderr)
+    print(f"  operator: {request_delta(before, await api_requests(kube))}", file=sys.stderr)
     made = await children_count(kube, ns)
     if made != 6 * count:
         raise RuntimeError(f"status written but only {made} of {6 * count} children exist")
     print(f"  operator: {count} services, {made} children in {elapsed:.2f}s", file=sys.stderr)
     return elapsed
+
+
+async def api_requests(kube: KubeClient) -> dict[str, float]:
+    """Mutating requests the API server has served, by verb and resource (its own metrics)."""
+    counts: dict[str, float] = {}
+    for line in (await kube.get_text("/metrics")).splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(
+            part.split("=", 1) for part in line[line.index("{") + 1 : line.rindex("}")].split(",")
+        )
+        verb = labels.get("verb", "").strip('"')
+        if verb in {"GET", "LIST", "WATCH"} and not os.environ.get("BENCH_READS"):
+            continue
+        key = f"{verb} {labels.get('resource', '').strip(chr(34))}"
+        sub = labels.get("subresource", '""').strip('"')
+        key += f"/{sub}" if sub else ""
+        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def request_delta(before: dict[str, float], after: dict[str, float]) -> str:
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    top = sorted(((v, k) for k, v in delta.items() if v > 0), reverse=True)
+    return f"{sum(v for v, _ in top):.0f} writes: " + ", ".join(f"{k} {v:.0f}" for v, k in top)
+
+
+def cpu_by_program() -> dict[str, float]:
+    """CPU seconds used so far by every process on the machine, summed by program name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return totals
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> str:
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    top = sorted(((v, k) for k, v in delta.items() if v >= 0.1), reverse=True)[:8]
+    return "CPU s: " + ", ".join(f"{k} {v:.1f}" for v, k in top)
+
+
+async def settle(kube: KubeClient, quiet: float = 3.0, timeout: float = 300.0) -> None:
+    """Wait until the API server serves no writes for `quiet` seconds: the controller manager's
+    backlog from the bulk phase (its client is rate-limited) must not load the next phase."""
+    deadline = time.monotonic() + timeout
+    last = sum((await api_requests(kube)).values())
+    still_since = time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        now = sum((await api_requests(kube)).values())
+        if now != last:
+            last, still_since = now, time.monotonic()
+        elif time.monotonic() - still_since >= quiet:
+            return
+    print("  cluster still busy after the bulk phase; measuring anyway", file=sys.stderr)
+
+
+def _quantiles(times: list[float]) -> str:
+    if not times:
+        return "-"
+    pick = [times[min(len(times) - 1, int(q * len(times)))] for q in (0.0, 0.5, 0.9)]
+    return "first {:.2f}s, half {:.2f}s, 90% {:.2f}s, last {:.2f}s".format(*pick, times[-1])
 
 
 def cpu_seconds(pid: int) -> float:
