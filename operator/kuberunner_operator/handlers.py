@@ -191,6 +191,7 @@ async def worker(rt: Runtime) -> None:
         QUEUE_DEPTH.set(rt.queue.depth())
         start = time.perf_counter()
         result, retry = "error", True
+        cap = MAX_BACKOFF
         try:
             result, retry = await reconcile(rt, key), False
             if result == INVALID:  # the user must change the spec; retrying cannot help
@@ -202,9 +203,12 @@ async def worker(rt: Runtime) -> None:
                 result, retry = "success", False
             elif exc.code == 409:  # lost an optimistic-concurrency race: plainly try again
                 result = "requeue"
+            elif exc.code in _SERVER_TROUBLE:
+                cap = SERVER_TROUBLE_BACKOFF
             if retry:
                 log.warning("reconcile %s/%s: %s", key[0], key[1], exc)
         except TransportError as exc:  # transient network trouble: one line, then backoff
+            cap = SERVER_TROUBLE_BACKOFF
             log.warning("reconcile %s/%s: %s: %s", key[0], key[1], type(exc).__name__, exc)
         except Exception:
             log.exception("reconcile %s/%s failed", key[0], key[1])
@@ -219,9 +223,17 @@ async def worker(rt: Runtime) -> None:
         if retry:
             # Exponential backoff per service, capped: never a hot retry loop.
             st.failures += 1
-            rt.queue.add(key, min(0.5 * 2**st.failures, 120.0))
+            rt.queue.add(key, min(0.5 * 2**st.failures, cap))
         else:
             st.failures = 0
+
+
+# Backoff caps. A failure of this service (a webhook refusing it, say) backs off to 2 minutes.
+# When the API server is unreachable or overloaded every service fails alike; retrying each
+# every 5 s costs little, and a longer wait would only delay catching up once it is back.
+MAX_BACKOFF = 120.0
+SERVER_TROUBLE_BACKOFF = 5.0
+_SERVER_TROUBLE = {429, 500, 502, 503, 504}
 
 
 def _namespace_terminating(exc: ApiError) -> bool:
