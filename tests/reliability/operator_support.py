@@ -45,17 +45,24 @@ def wait_all_converged(cluster: ClusterInfo, ns: str, expected: int, timeout: fl
     """Seconds until `expected` services of `ns` are all converged (TimeoutError otherwise)."""
     started = time.monotonic()
     deadline = started + timeout
-    left: list[str] = []
+    left: list[dict[str, Any]] = []
     count = 0
     while time.monotonic() < deadline:
         items = services(cluster, ns)
         count = len(items)
-        left = [b["metadata"]["name"] for b in items if not converged(b)]
+        left = [b for b in items if not converged(b)]
         if count == expected and not left:
             return time.monotonic() - started
         time.sleep(1.0)
+    # Say why: the status each one shows (or none) is the first clue.
+    why = [
+        f"{b['metadata']['name']} (generation {b['metadata']['generation']}, observed "
+        f"{(b.get('status') or {}).get('observedGeneration')}): "
+        f"{ready_condition(b).get('reason')}: {str(ready_condition(b).get('message'))[:200]}"
+        for b in left[:5]
+    ]
     raise TimeoutError(
-        f"{len(left)} of {count} services not converged after {timeout}s: {left[:10]}"
+        f"{len(left)} of {count} services not converged after {timeout}s: " + "; ".join(why)
     )
 
 

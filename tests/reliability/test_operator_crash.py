@@ -28,6 +28,9 @@ def test_sigkill_mid_create_burst_and_mid_update_burst(
     cluster: ClusterInfo, tmp_path: Path, long_run: bool, figures: Figures
 ) -> None:
     count = 200 if long_run else 50
+    # Small requests: 200 pods (and a surge pod each during the update) must fit on the two
+    # 8-CPU nodes, or the honest answer for some services is Unschedulable.
+    small = {"resources": {"cpu": "10m", "memory": "16Mi"}}
     install_crd(cluster)
     ns = new_namespace(cluster, "kr-rel-crash")
     procs: list[OperatorProcess] = []
@@ -37,7 +40,7 @@ def test_sigkill_mid_create_burst_and_mid_update_burst(
         with api_client(cluster, timeout=30) as api:
             # Burst of creates; SIGKILL the operator half way, while it is reconciling.
             for i in range(count):
-                r = api.post(path, json=rsvc(f"svc-{i:03d}", [runner("r")]))
+                r = api.post(path, json=rsvc(f"svc-{i:03d}", [runner("r", **small)]))
                 assert r.status_code == 201, r.text
                 if i == count // 2:
                     procs[-1].kill()
@@ -57,7 +60,8 @@ def test_sigkill_mid_create_burst_and_mid_update_burst(
             # Burst of updates (a new env value per service); SIGKILL half way again.
             for i, body in enumerate(services(cluster, ns)):
                 name = body["metadata"]["name"]
-                patch = {"spec": {"runners": [runner("r", env=[{"name": "REV", "value": "2"}])]}}
+                env = [{"name": "REV", "value": "2"}]
+                patch = {"spec": {"runners": [runner("r", env=env, **small)]}}
                 r = api.patch(
                     f"{path}/{name}",
                     json=patch,
