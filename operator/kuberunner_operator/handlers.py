@@ -185,6 +185,14 @@ def _digest(objects: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()
 
 
+# Backoff caps. A failure of this service (a webhook refusing it, say) backs off to 2 minutes.
+# When the API server is unreachable or overloaded every service fails alike; retrying each
+# every 5 s costs little, and a longer wait would only delay catching up once it is back.
+MAX_BACKOFF = 120.0
+SERVER_TROUBLE_BACKOFF = 5.0
+_SERVER_TROUBLE = {429, 500, 502, 503, 504}
+
+
 async def worker(rt: Runtime) -> None:
     while True:
         key = await rt.queue.get()
@@ -226,14 +234,6 @@ async def worker(rt: Runtime) -> None:
             rt.queue.add(key, min(0.5 * 2**st.failures, cap))
         else:
             st.failures = 0
-
-
-# Backoff caps. A failure of this service (a webhook refusing it, say) backs off to 2 minutes.
-# When the API server is unreachable or overloaded every service fails alike; retrying each
-# every 5 s costs little, and a longer wait would only delay catching up once it is back.
-MAX_BACKOFF = 120.0
-SERVER_TROUBLE_BACKOFF = 5.0
-_SERVER_TROUBLE = {429, 500, 502, 503, 504}
 
 
 def _namespace_terminating(exc: ApiError) -> bool:

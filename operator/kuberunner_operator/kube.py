@@ -53,6 +53,10 @@ class TransportError(Exception):
     """The API server could not be reached or the connection broke (retry later)."""
 
 
+# What aiohttp raises when the connection, not the API server, failed.
+_TRANSPORT_FAILURES = (aiohttp.ClientError, TimeoutError, OSError)
+
+
 class ApiError(Exception):
     """A non-2xx answer from the API server, with its status code and `Status.reason`."""
 
@@ -261,32 +265,40 @@ class KubeClient:
         else:
             content = json.dumps(body, separators=(",", ":"))
         headers = {"Content-Type": content_type} if content is not None else None
-        try:
-            async with self._session().request(
-                method,
-                self.config.server + path,
-                params=params,
-                data=content.encode() if content is not None else None,
-                headers=headers,
-            ) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise _error_from(resp.status, resp.reason or "", raw)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        raw = await self._send(
+            method,
+            path,
+            params=params,
+            data=content.encode() if content is not None else None,
+            headers=headers,
+        )
         data: JSON = json.loads(raw) if raw else {}
         return data
 
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """One request; the body of a 2xx answer, else ApiError or TransportError."""
+        try:
+            async with self._session().request(
+                method, self.config.server + path, params=params, data=data, headers=headers
+            ) as resp:
+                raw = await resp.read()
+        except _TRANSPORT_FAILURES as exc:
+            raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        if resp.status >= 400:
+            raise _error_from(resp.status, resp.reason or "", raw)
+        return raw
+
     async def get_text(self, path: str) -> str:
         """GET a non-resource path (such as `/metrics`) as text."""
-        try:
-            async with self._session().get(self.config.server + path) as resp:
-                text = await resp.text()
-                if resp.status >= 400:
-                    raise _error_from(resp.status, resp.reason or "", text.encode())
-                return text
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransportError(f"GET {path}: {type(exc).__name__}: {exc}") from exc
+        return (await self._send("GET", path)).decode(errors="replace")
 
     async def apply(self, obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER) -> JSON:
         """Server-side apply with conflicts forced: idempotent, returns the live object."""
@@ -402,7 +414,7 @@ class KubeClient:
                         if line.strip():
                             event: JSON = json.loads(line)
                             yield event
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except _TRANSPORT_FAILURES as exc:
             raise TransportError(f"watch {kind}: {type(exc).__name__}: {exc}") from exc
 
     async def delete(

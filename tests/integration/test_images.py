@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from test_operator_support import kubectl_wait_ready
 
 from k8s_helpers import kubectl, kubectl_json, wait_for
 from kuberunner_operator.devcluster import ClusterInfo
@@ -359,16 +360,7 @@ def test_operator_image_reconciles_example_to_ready(
                     timeout=60,
                     message=f"rsvc/{name} to get conditions",
                 )
-                kubectl(
-                    cluster,
-                    "wait",
-                    "--for=condition=Ready",
-                    f"rsvc/{name}",
-                    "-n",
-                    namespace,
-                    "--timeout=120s",
-                    timeout=130,
-                )
+                kubectl_wait_ready(cluster, namespace, name, timeout=120)
                 print(f"\n{EXAMPLE.name}: apply to Ready in {time.monotonic() - applied:.2f} s")
             except Exception as exc:
                 raise AssertionError(f"{exc}\noperator log:\n{container.logs()[-4000:]}") from exc
