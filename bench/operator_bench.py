@@ -24,13 +24,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import math
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,8 @@ import httpx
 from kuberunner_operator.devcluster import ClusterInfo, down, up
 from kuberunner_operator.kube import ApiError, KubeClient, load_kubeconfig
 from kuberunner_operator.render import render_service
+from kuberunner_operator.settings import API_VERSION, KIND
+from kuberunner_operator.status import Observed, compute_status
 
 REPO = Path(__file__).resolve().parent.parent
 CRD = REPO / "crds" / "runnerservices.kuberunner.io.yaml"
@@ -116,6 +121,48 @@ async def bench_bulk(
     print(f"  bulk {verb}: {len(objs)} objects in {elapsed:.2f}s", file=sys.stderr)
     print(f"  bulk {verb}: {cpu_delta(cpu_before, cpu_by_program())}", file=sys.stderr)
     print(f"  bulk {verb}: {request_delta(before, await api_requests(kube))}", file=sys.stderr)
+    await delete_namespace(kube, ns)
+    await settle(kube)
+    return elapsed
+
+
+def runner_services(ns: str, count: int, replicas: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "kuberunner.io/v1alpha1",
+            "kind": "RunnerService",
+            "metadata": {"name": f"svc-{i}", "namespace": ns},
+            "spec": service_spec(i, replicas),
+        }
+        for i in range(count)
+    ]
+
+
+async def bench_floor(kube: KubeClient, count: int, replicas: int, concurrency: int) -> float:
+    """Time for a client without any other work to make the operator's mandatory writes."""
+    ns = "bench-floor"
+    await ensure_namespace(kube, ns)
+    sem = asyncio.Semaphore(concurrency)  # requests in flight, as in the other phases
+
+    async def send(call: Any) -> Any:
+        async with sem:
+            return await call
+
+    async def one(body: dict[str, Any]) -> None:
+        created = await send(kube.create(body))
+        meta = created["metadata"]
+        rendered = render_service(meta["name"], ns, meta["uid"], meta["generation"], body["spec"])
+        await asyncio.gather(*(send(kube.apply(o)) for o in rendered.objects))
+        update = compute_status(rendered, meta["generation"], Observed(), None, datetime.now(UTC))
+        await send(kube.patch_status(API_VERSION, KIND, meta["name"], ns, update.status))
+
+    before, cpu_before = await api_requests(kube), cpu_by_program()
+    start = time.perf_counter()
+    await asyncio.gather(*(one(b) for b in runner_services(ns, count, replicas)))
+    elapsed = time.perf_counter() - start
+    print(f"  floor: {count} services, {6 * count} children in {elapsed:.2f}s", file=sys.stderr)
+    print(f"  floor: {cpu_delta(cpu_before, cpu_by_program())}", file=sys.stderr)
+    print(f"  floor: {request_delta(before, await api_requests(kube))}", file=sys.stderr)
     await delete_namespace(kube, ns)
     await settle(kube)
     return elapsed
@@ -206,15 +253,7 @@ def stop_operator(proc: subprocess.Popen[bytes]) -> None:
 async def bench_operator(
     kube: KubeClient, ns: str, count: int, replicas: int, concurrency: int
 ) -> float:
-    services = [
-        {
-            "apiVersion": "kuberunner.io/v1alpha1",
-            "kind": "RunnerService",
-            "metadata": {"name": f"svc-{i}", "namespace": ns},
-            "spec": service_spec(i, replicas),
-        }
-        for i in range(count)
-    ]
+    services = runner_services(ns, count, replicas)
     # Completion is observed through a watch: polling a list of N services would load the API
     # server the operator competes for. Without a resourceVersion the watch first replays every
     # existing object, so services created before it connects are not missed.
@@ -343,18 +382,11 @@ async def with_client(cluster: ClusterInfo, concurrency: int, fn: Any) -> Any:
         return await fn(kube)
 
 
-def run(args: argparse.Namespace, cluster: ClusterInfo) -> None:
-    kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kubectl(cluster, "wait", "--for=condition=Established", "crd/runnerservices.kuberunner.io")
-    n, reps, conc = args.services, args.replicas, args.concurrency
-
-    bulk = {
-        verb: asyncio.run(
-            with_client(cluster, conc, lambda k, v=verb: bench_bulk(k, n, reps, conc, v))
-        )
-        for verb in ("create", "apply")
-    }
-
+def operator_round(
+    cluster: ClusterInfo, n: int, reps: int, conc: int, last: bool, keep: bool
+) -> tuple[float, float, float, str, Path]:
+    """One operator phase: start it, time it, stop it. Returns time, peak RSS, operator CPU,
+    its reconcile summary and its log."""
     ns = "bench-op"
     asyncio.run(with_client(cluster, conc, lambda k: ensure_namespace(k, ns)))
     log = Path(tempfile.mkdtemp(prefix="kr-bench-")) / "operator.log"
@@ -367,22 +399,61 @@ def run(args: argparse.Namespace, cluster: ClusterInfo) -> None:
         reconciles = reconcile_summary(metrics_port)
     finally:
         stop_operator(proc)
-    if args.keep:  # otherwise the whole cluster goes away right after
+    if not last or keep:  # a later round needs it gone; otherwise the cluster goes away
         asyncio.run(with_client(cluster, conc, lambda k: delete_namespace(k, ns)))
+        asyncio.run(with_client(cluster, conc, settle))
+    return op, rss, cpu, reconciles, log
 
-    create, apply = bulk["create"], bulk["apply"]
+
+def run(args: argparse.Namespace, cluster: ClusterInfo) -> None:
+    kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kubectl(cluster, "wait", "--for=condition=Established", "crd/runnerservices.kuberunner.io")
+    n, reps, conc = args.services, args.replicas, args.concurrency
+
+    rows: list[dict[str, float]] = []
+    for round_ in range(args.rounds):
+        print(f"round {round_ + 1} of {args.rounds}", file=sys.stderr)
+        row: dict[str, float] = {}
+        for verb in ("create", "apply"):
+            row[verb] = asyncio.run(
+                with_client(cluster, conc, lambda k, v=verb: bench_bulk(k, n, reps, conc, v))
+            )
+        row["floor"] = asyncio.run(
+            with_client(cluster, conc, lambda k: bench_floor(k, n, reps, conc))
+        )
+        last = round_ == args.rounds - 1
+        row["operator"], row["rss"], cpu, reconciles, log = operator_round(
+            cluster, n, reps, conc, last, args.keep
+        )
+        print(f"  operator CPU {cpu:.1f}s; {reconciles}; log {log}", file=sys.stderr)
+        rows.append(row)
+
     print()
     print(
-        "| services | objects | bulk create s | bulk apply s | operator s "
-        "| ratio to create (<= 1.3) | ratio to apply | peak RSS MB (<= 250) |"
+        "| round | services | bulk create s | bulk apply s | floor s | operator s "
+        "| ratio to create (<= 1.3) | ratio to apply | ratio to floor | peak RSS MB (<= 250) |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for label, row in [*((str(i + 1), r) for i, r in enumerate(rows)), ("median", median(rows))]:
+        op = row["operator"]
+        print(
+            f"| {label} | {n} | {row['create']:.2f} | {row['apply']:.2f} | {row['floor']:.2f} "
+            f"| {op:.2f} | {op / row['create']:.2f} | {op / row['apply']:.2f} "
+            f"| {op / row['floor']:.2f} | {row['rss']:.0f} |"
+        )
+    mid = median(rows)
     print(
-        f"| {n} | {6 * n} | {create:.2f} | {apply:.2f} | {op:.2f} "
-        f"| {op / create:.2f} | {op / apply:.2f} | {rss:.0f} |"
+        f"\nfloor (any server-side-apply operator) / bulk create: "
+        f"{mid['floor'] / mid['create']:.2f}; bulk apply / bulk create: "
+        f"{mid['apply'] / mid['create']:.2f} (medians)"
     )
-    print(f"\noperator CPU during the run: {cpu:.1f}s; {reconciles}")
-    print(f"operator log: {log}")
+
+
+def median(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Per column median; peak RSS is the largest of all rounds."""
+    out = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+    out["rss"] = max(r["rss"] for r in rows)
+    return out
 
 
 def main() -> int:
@@ -391,10 +462,13 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, default=1, help="replicas per runner")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (bulk)")
     parser.add_argument("--cluster", default="bench", help="dev cluster name")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat all phases; show medians")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
     args = parser.parse_args()
     clusters_dir = Path(tempfile.gettempdir()) / "kuberunner-bench-clusters"
-    cluster = up(args.cluster, clusters_dir=clusters_dir)
+    # Room for every pod (110 per node): Pending pods would add scheduler retries and events.
+    cpu_nodes = max(2, math.ceil(3 * args.services * args.replicas / 100))
+    cluster = up(args.cluster, cpu_nodes=cpu_nodes, clusters_dir=clusters_dir)
     try:
         run(args, cluster)
     finally:
