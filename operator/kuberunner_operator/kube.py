@@ -13,6 +13,7 @@ the `kubernetes` package is never imported (it costs tens of MB of RSS).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import builtins
 import json
@@ -216,6 +217,10 @@ class KubeClient:
         self._headers = headers
         self._max_connections = max_connections
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
+        # Requests wait for a free connection here, outside aiohttp: its `connect` and `total`
+        # timeouts count the wait for a pooled connection, so a burst (32 workers applying 6
+        # children each) failed queued requests with ConnectionTimeoutError, then retried them.
+        self._slots = asyncio.Semaphore(max_connections)
         # Created on first use, inside the running event loop (aiohttp binds sessions to it).
         self._requests: aiohttp.ClientSession | None = None
         self._watches: aiohttp.ClientSession | None = None
@@ -286,9 +291,12 @@ class KubeClient:
     ) -> bytes:
         """One request; the body of a 2xx answer, else ApiError or TransportError."""
         try:
-            async with self._session().request(
-                method, self.config.server + path, params=params, data=data, headers=headers
-            ) as resp:
+            async with (
+                self._slots,
+                self._session().request(
+                    method, self.config.server + path, params=params, data=data, headers=headers
+                ) as resp,
+            ):
                 raw = await resp.read()
         except _TRANSPORT_FAILURES as exc:
             raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc

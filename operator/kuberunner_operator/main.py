@@ -59,13 +59,19 @@ async def _serve(config: OperatorConfig) -> int:
     policy = metrics.HealthPolicy(activity, stall_after=300.0, loop_stall_after=30.0)
     metrics.serve_metrics(config.metrics_address)
     health = metrics.serve_health(config.health_address, policy)
-    async with KubeClient(load_config(), max_connections=config.max_connections) as kube:
+    kube_config = load_config()
+    # The Lease has a client of its own: renewals must not queue behind a burst of reconciles
+    # for the shared connections, or a busy leader would miss its renew deadline and exit.
+    async with (
+        KubeClient(kube_config, max_connections=config.max_connections) as kube,
+        KubeClient(kube_config, max_connections=2) as lease_kube,
+    ):
         runtime = handlers.Runtime(config=config, kube=kube, activity=activity)
         background = [asyncio.create_task(_heartbeat(activity, runtime))]
         elector: LeaderElector | None = None
         if config.leader_elect:
             elector = LeaderElector(
-                kube,
+                lease_kube,
                 LEASE_NAME,
                 config.lease_namespace,
                 config.identity,

@@ -141,6 +141,32 @@ async def test_paged_list_returns_every_object_and_a_version(ns: str, kube: Kube
     assert version.isdigit()
 
 
+async def test_requests_queued_for_a_connection_wait_instead_of_timing_out(
+    cluster: ClusterInfo, ns: str
+) -> None:
+    """A burst bigger than the pool waits its turn: the wait for a free connection is not
+    counted in the connect or total timeout (aiohttp counts it in both)."""
+    config = load_kubeconfig(str(cluster.kubeconfig))
+    finished: list[str] = []
+    async with KubeClient(config, max_connections=1, connect_timeout=0.5, timeout=2.0) as client:
+
+        async def hold() -> None:
+            # A watch the server closes after 1 s, on the only connection: 1.5 s with TLS.
+            await client.get_text(f"/api/v1/namespaces/{ns}/services?watch=1&timeoutSeconds=1")
+            finished.append("holder")
+
+        async def queued(i: int) -> None:
+            assert await client.get("v1", "Namespace", ns) is not None
+            finished.append(f"queued-{i}")
+
+        holder = asyncio.create_task(hold())
+        await asyncio.sleep(0.05)  # the holder has the connection
+        # Three requests queue behind it; with the old behaviour each failed after 0.5 s.
+        await asyncio.gather(holder, *(queued(i) for i in range(3)))
+    assert finished[0] == "holder"
+    assert sorted(finished[1:]) == ["queued-0", "queued-1", "queued-2"]
+
+
 async def test_unreachable_server_is_a_transport_error() -> None:
     # Nothing listens on the discard port of this machine.
     async with KubeClient(KubeConfig("https://127.0.0.1:9", False, None, "default")) as client:
