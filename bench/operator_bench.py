@@ -119,11 +119,18 @@ async def bench_bulk(
     await run_bounded([send(o) for o in objs], concurrency)
     elapsed = time.perf_counter() - start
     print(f"  bulk {verb}: {len(objs)} objects in {elapsed:.2f}s", file=sys.stderr)
-    print(f"  bulk {verb}: {cpu_delta(cpu_before, cpu_by_program())}", file=sys.stderr)
-    print(f"  bulk {verb}: {request_delta(before, await api_requests(kube))}", file=sys.stderr)
+    await report_costs(kube, f"bulk {verb}", before, cpu_before)
     await delete_namespace(kube, ns)
     await settle(kube)
     return elapsed
+
+
+async def report_costs(
+    kube: KubeClient, label: str, requests_before: dict[str, float], cpu_before: dict[str, float]
+) -> None:
+    """Print a phase's CPU by program and the writes the API server served during it."""
+    print(f"  {label}: {cpu_delta(cpu_before, cpu_by_program())}", file=sys.stderr)
+    print(f"  {label}: {request_delta(requests_before, await api_requests(kube))}", file=sys.stderr)
 
 
 def runner_services(ns: str, count: int, replicas: int) -> list[dict[str, Any]]:
@@ -161,8 +168,7 @@ async def bench_floor(kube: KubeClient, count: int, replicas: int, concurrency: 
     await asyncio.gather(*(one(b) for b in runner_services(ns, count, replicas)))
     elapsed = time.perf_counter() - start
     print(f"  floor: {count} services, {6 * count} children in {elapsed:.2f}s", file=sys.stderr)
-    print(f"  floor: {cpu_delta(cpu_before, cpu_by_program())}", file=sys.stderr)
-    print(f"  floor: {request_delta(before, await api_requests(kube))}", file=sys.stderr)
+    await report_costs(kube, "floor", before, cpu_before)
     await delete_namespace(kube, ns)
     await settle(kube)
     return elapsed
@@ -284,8 +290,7 @@ async def bench_operator(
     print(f"  operator: RunnerServices created after {created:.2f}s", file=sys.stderr)
     await watcher
     print(f"  operator: status written at {_quantiles(finished)}", file=sys.stderr)
-    print(f"  operator: {cpu_delta(cpu_before, cpu_by_program())}", file=sys.stderr)
-    print(f"  operator: {request_delta(before, await api_requests(kube))}", file=sys.stderr)
+    await report_costs(kube, "operator", before, cpu_before)
     made = await children_count(kube, ns)
     if made != 6 * count:
         raise RuntimeError(f"status written but only {made} of {6 * count} children exist")
