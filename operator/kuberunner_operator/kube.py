@@ -215,15 +215,15 @@ class KubeClient:
             headers["Authorization"] = f"Bearer {config.token}"
         self.config = config
         self._headers = headers
-        self._max_connections = max_connections
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
-        # Requests wait for a free connection here, outside aiohttp: its `connect` and `total`
-        # timeouts count the wait for a pooled connection, so a burst (32 workers applying 6
-        # children each) failed queued requests with ConnectionTimeoutError, then retried them.
+        # Requests in flight are bounded here, not by aiohttp's pool limit: its `connect` and
+        # `total` timeouts count the wait for a pooled connection, so a burst (32 workers
+        # applying 6 children each) failed queued requests with ConnectionTimeoutError, then
+        # retried them. Watches hold a connection for minutes and are not counted: they never
+        # take the slots that requests queue for.
         self._slots = asyncio.Semaphore(max_connections)
         # Created on first use, inside the running event loop (aiohttp binds sessions to it).
-        self._requests: aiohttp.ClientSession | None = None
-        self._watches: aiohttp.ClientSession | None = None
+        self._http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -232,27 +232,18 @@ class KubeClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        for session in (self._requests, self._watches):
-            if session is not None:
-                await session.close()
-        self._requests = self._watches = None
+        if self._http is not None:
+            await self._http.close()
+        self._http = None
 
-    def _session(self, *, watch: bool = False) -> aiohttp.ClientSession:
-        # Watches hold their connection for minutes: they get a pool of their own, so that
-        # they never take the slots that requests queue for.
-        session = self._watches if watch else self._requests
-        if session is None:
-            connector = aiohttp.TCPConnector(
-                limit=0 if watch else self._max_connections, ssl=self.config.ssl_context
-            )
-            session = aiohttp.ClientSession(
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            # No pool limit: `_slots` bounds requests, and watches are not to be bounded.
+            connector = aiohttp.TCPConnector(limit=0, ssl=self.config.ssl_context)
+            self._http = aiohttp.ClientSession(
                 connector=connector, headers=self._headers, timeout=self._timeout
             )
-            if watch:
-                self._watches = session
-            else:
-                self._requests = session
-        return session
+        return self._http
 
     async def _request(
         self,
@@ -409,7 +400,7 @@ class KubeClient:
         # No total deadline; a stream silent for longer than the server's own timeout is dead.
         timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=timeout_seconds + 10)
         try:
-            async with self._session(watch=True).get(url, params=params, timeout=timeout) as resp:
+            async with self._session().get(url, params=params, timeout=timeout) as resp:
                 if resp.status >= 400:
                     raise _error_from(resp.status, resp.reason or "", await resp.read())
                 # Lines are split here rather than with readline(), which refuses lines longer
