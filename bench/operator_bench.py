@@ -85,16 +85,6 @@ def bulk_objects(namespace: str, count: int, replicas: int) -> list[dict[str, An
     return objs
 
 
-async def run_bounded(coros: list[Any], concurrency: int) -> None:
-    sem = asyncio.Semaphore(concurrency)
-
-    async def one(coro: Any) -> None:
-        async with sem:
-            await coro
-
-    await asyncio.gather(*(one(c) for c in coros))
-
-
 async def ensure_namespace(kube: KubeClient, name: str) -> None:
     body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
     try:
@@ -114,9 +104,7 @@ async def delete_namespace(kube: KubeClient, name: str, timeout: float = 600) ->
         await asyncio.sleep(1.0)
 
 
-async def bench_bulk(
-    kube: KubeClient, count: int, replicas: int, concurrency: int, verb: str
-) -> float:
+async def bench_bulk(kube: KubeClient, count: int, replicas: int, verb: str) -> float:
     """Time for the bulk client to make the 6N children with `verb` ("create" or "apply")."""
     ns = f"bench-bulk-{verb}"
     await ensure_namespace(kube, ns)
@@ -124,7 +112,7 @@ async def bench_bulk(
     send = kube.apply if verb == "apply" else kube.create
     before, cpu_before = await api_requests(kube), cpu_by_program()
     start = time.perf_counter()
-    await run_bounded([send(o) for o in objs], concurrency)
+    await asyncio.gather(*(send(o) for o in objs))
     elapsed = time.perf_counter() - start
     print(f"  bulk {verb}: {len(objs)} objects in {elapsed:.2f}s", file=sys.stderr)
     await report_costs(kube, f"bulk {verb}", before, cpu_before)
@@ -154,7 +142,7 @@ def runner_services(ns: str, count: int, replicas: int) -> list[dict[str, Any]]:
 
 
 async def bench_floor(
-    kube: KubeClient, count: int, replicas: int, concurrency: int, *, made_before: bool = False
+    kube: KubeClient, count: int, replicas: int, *, made_before: bool = False
 ) -> float:
     """Time for a client without any other work to make the operator's mandatory writes.
     With `made_before`, the RunnerServices are created before the clock starts (an operator
@@ -162,33 +150,27 @@ async def bench_floor(
     ns = "bench-floor-backlog" if made_before else "bench-floor"
     label = "floor (backlog)" if made_before else "floor"
     await ensure_namespace(kube, ns)
-    sem = asyncio.Semaphore(concurrency)  # requests in flight, as in the other phases
-
-    async def send(call: Any) -> Any:
-        async with sem:
-            return await call
 
     async def children_and_status(created: dict[str, Any]) -> None:
         meta, spec = created["metadata"], created["spec"]
         rendered = render_service(meta["name"], ns, meta["uid"], meta["generation"], spec)
-        await asyncio.gather(*(send(kube.apply(o)) for o in rendered.objects))
+        await asyncio.gather(*(kube.apply(o) for o in rendered.objects))
         update = compute_status(rendered, meta["generation"], Observed(), None, datetime.now(UTC))
-        await send(kube.patch_status(API_VERSION, KIND, meta["name"], ns, update.status))
+        await kube.patch_status(API_VERSION, KIND, meta["name"], ns, update.status)
 
     async def one(body: dict[str, Any]) -> None:
-        await children_and_status(await send(kube.create(body)))
+        await children_and_status(await kube.create(body))
 
     bodies = runner_services(ns, count, replicas)
-    made: list[dict[str, Any]] = []
     if made_before:
-        made = list(await asyncio.gather(*(send(kube.create(b)) for b in bodies)))
+        made = await asyncio.gather(*(kube.create(b) for b in bodies))
         await settle(kube)
+        work = [children_and_status(c) for c in made]
+    else:
+        work = [one(b) for b in bodies]
     before, cpu_before = await api_requests(kube), cpu_by_program()
     start = time.perf_counter()
-    if made_before:
-        await asyncio.gather(*(children_and_status(c) for c in made))
-    else:
-        await asyncio.gather(*(one(b) for b in bodies))
+    await asyncio.gather(*work)
     elapsed = time.perf_counter() - start
     print(f"  {label}: {count} services, {6 * count} children in {elapsed:.2f}s", file=sys.stderr)
     await report_costs(kube, label, before, cpu_before)
@@ -279,9 +261,7 @@ def stop_operator(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-async def bench_operator(
-    kube: KubeClient, ns: str, count: int, replicas: int, concurrency: int
-) -> float:
+async def bench_operator(kube: KubeClient, ns: str, count: int, replicas: int) -> float:
     services = runner_services(ns, count, replicas)
     # Completion is observed through a watch: polling a list of N services would load the API
     # server the operator competes for. Without a resourceVersion the watch first replays every
@@ -306,7 +286,7 @@ async def bench_operator(
     before, cpu_before = await api_requests(kube), cpu_by_program()
     start = time.perf_counter()
     watcher = asyncio.create_task(follow())
-    await run_bounded([kube.create(s) for s in services], concurrency)
+    await asyncio.gather(*(kube.create(s) for s in services))
     created = time.perf_counter() - start
     await all_done.wait()
     elapsed = time.perf_counter() - start
@@ -405,6 +385,7 @@ def kubectl(cluster: ClusterInfo, *args: str) -> None:
 
 
 async def with_client(cluster: ClusterInfo, concurrency: int, fn: Any) -> Any:
+    # The client bounds its requests in flight: every phase gets the same `concurrency`.
     config = load_kubeconfig(str(cluster.kubeconfig))
     async with KubeClient(config, max_connections=concurrency) as kube:
         return await fn(kube)
@@ -421,7 +402,7 @@ def operator_round(
     proc, metrics_port = start_operator(cluster, ns, log, conc)
     try:
         cpu_before = cpu_seconds(proc.pid)
-        op = asyncio.run(with_client(cluster, conc, lambda k: bench_operator(k, ns, n, reps, conc)))
+        op = asyncio.run(with_client(cluster, conc, lambda k: bench_operator(k, ns, n, reps)))
         rss = peak_rss_mb(proc.pid)
         cpu = cpu_seconds(proc.pid) - cpu_before
         reconciles = reconcile_summary(metrics_port)
@@ -444,13 +425,11 @@ def run(args: argparse.Namespace, cluster: ClusterInfo) -> None:
         row: dict[str, float] = {}
         for verb in ("create", "apply"):
             row[verb] = asyncio.run(
-                with_client(cluster, conc, lambda k, v=verb: bench_bulk(k, n, reps, conc, v))
+                with_client(cluster, conc, lambda k, v=verb: bench_bulk(k, n, reps, v))
             )
-        row["floor"] = asyncio.run(
-            with_client(cluster, conc, lambda k: bench_floor(k, n, reps, conc))
-        )
+        row["floor"] = asyncio.run(with_client(cluster, conc, lambda k: bench_floor(k, n, reps)))
         row["backlog"] = asyncio.run(
-            with_client(cluster, conc, lambda k: bench_floor(k, n, reps, conc, made_before=True))
+            with_client(cluster, conc, lambda k: bench_floor(k, n, reps, made_before=True))
         )
         last = round_ == args.rounds - 1
         row["operator"], row["rss"], cpu, reconciles, log = operator_round(
