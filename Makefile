@@ -8,10 +8,11 @@ PYTEST_ARGS ?=
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The project (editable) and, from devtools/, the dev tools that add `kuberunner dev`.
+$(VENV)/.installed: pyproject.toml devtools/pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[operator,dev]'
+	$(BIN)/pip install -q -e '.[operator,dev]' -e ./devtools
 	touch $@
 
 # Control-plane, kwok, helm and kubeconform binaries, built from Go modules and cached
@@ -32,7 +33,7 @@ unit: setup
 lint: setup tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict runner_image/kuberunner operator/kuberunner_operator
+	$(BIN)/mypy --strict runner_image/kuberunner operator/kuberunner_operator devtools/kuberunner_dev
 	bash hack/render-manifests.sh --check
 
 # Everything derived from the pydantic models: the CRD, its field reference, and the chart's copy

@@ -24,7 +24,7 @@ operator's ratio to each baseline (target <= 1.3 against creates) and its peak R
 target <= 250 MB). On stderr, per phase: CPU seconds by program (the whole machine), the writes
 the API server served by verb and resource (from its own metrics), and when services got their
 status. The cluster has enough CPU nodes for every pod (110 pods each); it is started with
-`kuberunner_operator.devcluster` and torn down at the end unless `--keep`.
+`kuberunner_dev.cluster` and torn down at the end unless `--keep`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from typing import Any
 
 import httpx
 
-from kuberunner_operator.devcluster import ClusterInfo, down, up
+from kuberunner_dev.cluster import ClusterInfo, down, up
 from kuberunner_operator.kube import ApiError, KubeClient, load_kubeconfig
 from kuberunner_operator.render import render_service
 from kuberunner_operator.settings import API_VERSION, KIND
@@ -376,7 +376,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def kubectl(cluster: ClusterInfo, *args: str) -> None:
-    from kuberunner_operator.devcluster.binaries import locate
+    from kuberunner_dev.cluster.binaries import locate
 
     binary = str(locate(("kubectl",))["kubectl"])
     subprocess.run(

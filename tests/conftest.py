@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-- `cluster` (session): a real local control plane (`kuberunner_operator.devcluster`) named
+- `cluster` (session): a real local control plane (`kuberunner_dev.cluster`) named
   `pytest-<pid>`, with state in a temporary directory; torn down at the end of the session,
   also when tests fail. Yields a `ClusterInfo` (`.kubeconfig`, `.name`, `.server`, `.token`,
   `.ca_cert`, `.state_dir`). Nodes: kwok-cpu-0/1 and kwok-gpu-0/1 (see docs/contracts.md).
@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import pytest
 
 from k8s_helpers import kubectl
-from kuberunner_operator.devcluster import ClusterInfo, down, up
+from kuberunner_dev.cluster import ClusterInfo, down, up
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

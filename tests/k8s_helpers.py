@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from kuberunner_operator.devcluster import ClusterInfo
-from kuberunner_operator.devcluster.binaries import locate
+from kuberunner_dev.cluster import ClusterInfo
+from kuberunner_dev.cluster.binaries import locate
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")

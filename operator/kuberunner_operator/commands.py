@@ -1,4 +1,4 @@
-"""Command groups of the operator side: `dev`, `operator`, `manifest`.
+"""Command groups of the operator side: `operator` and `manifest`.
 
 Only argparse wiring lives here; each command imports its heavy dependencies when it runs.
 """
@@ -124,10 +124,6 @@ def register_operator(groups: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from kuberunner_operator.demo import register_demo
-    from kuberunner_operator.devcluster.commands import register_dev
-
-    register_demo(register_dev(groups))
     register_operator(groups)
     register_manifest(groups)
 

@@ -1,25 +1,21 @@
 """The `kuberunner` command line.
 
-Each part of the project contributes its own command groups through a `register(subparsers)`
-function, so this module stays small and the runner image (which has no operator dependencies)
-still gets a working CLI: groups whose module cannot be imported are listed as unavailable.
+Each installed part of the project registers its own command groups as an entry point in the
+`kuberunner.commands` group (`name = "module:register"`, where `register(subparsers)` adds them),
+so this module names none of them. The runner image ships without the operator package: an entry
+point whose module is not installed is skipped, and the CLI has only the groups that can run.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 
 from kuberunner import __version__
 
-# Modules that add command groups. Operator-side groups need the `operator` extra.
-COMMAND_PROVIDERS: tuple[str, ...] = (
-    "kuberunner.server.commands",  # runner serve
-    "kuberunner.api_server.commands",  # api serve
-    "kuberunner_operator.commands",  # dev, operator, manifest
-)
+ENTRY_POINT_GROUP = "kuberunner.commands"
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -40,14 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kuberunner {__version__}")
     parser.set_defaults(func=_print_group_help(parser))
     groups = parser.add_subparsers(title="command groups", metavar="GROUP")
-    for module_name in COMMAND_PROVIDERS:
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         try:
-            module = importlib.import_module(module_name)
+            register = entry.load()
         except ModuleNotFoundError as exc:
-            if exc.name is None or not module_name.startswith(exc.name):
-                raise
+            if exc.name is None or not entry.module.startswith(exc.name):
+                raise  # a real import error inside an installed part
             continue  # that part is not installed in this environment
-        module.register(groups)
+        register(groups)
     return parser
 
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from k8s_helpers import REPO, kubectl, kubectl_json
+from kuberunner_dev.cluster import ClusterInfo
 from kuberunner_operator.crd import CRD_NAME, CRD_PATH
-from kuberunner_operator.devcluster import ClusterInfo
 from kuberunner_operator.render import render_service
 from kuberunner_operator.status import Observed, compute_status
 

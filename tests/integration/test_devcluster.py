@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from k8s_helpers import apply, kubectl, kubectl_json, kubectl_path, wait_for
-from kuberunner_operator.devcluster import ClusterInfo, api_client, attach_process, down
-from kuberunner_operator.devcluster.processes import free_ports, listening_ports, spawn
+from kuberunner_dev.cluster import ClusterInfo, api_client, attach_process, down
+from kuberunner_dev.cluster.processes import free_ports, listening_ports, spawn
 
 pytestmark = pytest.mark.cluster
 

@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from k8s_helpers import kubectl, kubectl_json, wait_for
-from kuberunner_operator.devcluster import ClusterInfo
-from kuberunner_operator.devcluster.binaries import locate
+from kuberunner_dev.cluster import ClusterInfo
+from kuberunner_dev.cluster.binaries import locate
 
 pytestmark = pytest.mark.cluster
 

@@ -24,7 +24,7 @@ import yaml
 from test_operator_support import kubectl_wait_ready
 
 from k8s_helpers import kubectl, kubectl_json, wait_for
-from kuberunner_operator.devcluster import ClusterInfo
+from kuberunner_dev.cluster import ClusterInfo
 from podman_helpers import (
     OPERATOR_IMAGE,
     REPO,
@@ -302,6 +302,22 @@ def test_operator_image_runs_operator_cli(images: BuildResult) -> None:
     proc = run_once(OPERATOR_IMAGE, ["-c", probe], entrypoint="python", podman_args=RESTRICTED)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("image", [RUNNER_IMAGE, OPERATOR_IMAGE])
+def test_images_carry_no_dev_tools(images: BuildResult, image: str) -> None:
+    """The local cluster and the demo live in devtools/ and never reach an image: no module,
+    no `kuberunner dev` command, not even the official `kubernetes` client the tests use."""
+    probe = (
+        "import importlib.util as u; "
+        "print([m for m in ('kuberunner_dev', 'kubernetes') if u.find_spec(m)])"
+    )
+    proc = run_once(image, ["-c", probe], entrypoint="python", podman_args=RESTRICTED)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    proc = run_once(image, ["dev", "--help"], entrypoint="kuberunner", podman_args=RESTRICTED)
+    assert proc.returncode == 2, proc.stdout
+    assert "invalid choice: 'dev'" in proc.stderr
 
 
 @pytest.mark.cluster

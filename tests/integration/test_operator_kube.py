@@ -10,7 +10,7 @@ import pytest
 from test_operator_support import install_crd, new_namespace, rsvc, runner
 
 from k8s_helpers import kubectl, kubectl_json
-from kuberunner_operator.devcluster import ClusterInfo
+from kuberunner_dev.cluster import ClusterInfo
 from kuberunner_operator.informer import Informer, Source
 from kuberunner_operator.kube import (
     ApiError,

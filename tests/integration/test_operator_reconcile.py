@@ -28,7 +28,7 @@ from test_operator_support import (
 )
 
 from k8s_helpers import apply, kubectl, kubectl_json, wait_for
-from kuberunner_operator.devcluster import ClusterInfo
+from kuberunner_dev.cluster import ClusterInfo
 
 pytestmark = pytest.mark.cluster
 

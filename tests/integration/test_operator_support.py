@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from k8s_helpers import REPO, kubectl, kubectl_json, wait_for
-from kuberunner_operator.devcluster import ClusterInfo
+from kuberunner_dev.cluster import ClusterInfo
 
 CRD_FILE = REPO / "crds" / "runnerservices.kuberunner.io.yaml"
 CLI = REPO / ".venv" / "bin" / "kuberunner"

@@ -26,8 +26,8 @@ from test_operator_support import OperatorProcess, install_crd, rsvc, runner
 
 from fixtures.runnables.serving import ServerProcess, env_map, free_port, run_server, runner_args
 from k8s_helpers import apply, kubectl, wait_for
-from kuberunner_operator.devcluster import ClusterInfo
-from kuberunner_operator.devcluster.binaries import locate
+from kuberunner_dev.cluster import ClusterInfo
+from kuberunner_dev.cluster.binaries import locate
 
 pytestmark = pytest.mark.cluster
 

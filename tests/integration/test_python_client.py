@@ -12,7 +12,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from test_operator_support import install_crd
 
-from kuberunner_operator.devcluster import ClusterInfo
+from kuberunner_dev.cluster import ClusterInfo
 
 GROUP, VERSION, PLURAL = "kuberunner.io", "v1alpha1", "runnerservices"
 

@@ -8,8 +8,8 @@ from collections import Counter
 from typing import Any
 
 from k8s_helpers import kubectl_json
-from kuberunner_operator.devcluster import ClusterInfo
-from kuberunner_operator.devcluster.cluster import api_client
+from kuberunner_dev.cluster import ClusterInfo
+from kuberunner_dev.cluster.cluster import api_client
 
 RSVC_PATH = "/apis/kuberunner.io/v1alpha1/namespaces/{ns}/runnerservices"
 

@@ -23,8 +23,8 @@ from test_operator_support import (
 )
 
 from k8s_helpers import kubectl, wait_for
-from kuberunner_operator.devcluster import ClusterInfo
-from kuberunner_operator.devcluster.cluster import api_client
+from kuberunner_dev.cluster import ClusterInfo
+from kuberunner_dev.cluster.cluster import api_client
 
 Figures = Callable[[str, object], None]
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kuberunner_operator.devcluster.binaries import locate
+from kuberunner_dev.cluster.binaries import locate
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "kuberunner"

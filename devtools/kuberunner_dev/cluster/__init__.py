@@ -4,7 +4,7 @@ etcd, kube-apiserver, kube-controller-manager and kube-scheduler built from the 
 modules, plus kwok simulating CPU and GPU nodes and pod lifecycles.
 
 The names below load on first use, so that building the CLI (which imports
-`devcluster.commands`) does not pay for httpx, yaml and ssl.
+`kuberunner_dev.cluster.commands`) does not pay for httpx, yaml and ssl.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kuberunner_operator.devcluster.cluster import (
+    from kuberunner_dev.cluster.cluster import (
         ClusterInfo,
         api_client,
         attach_process,
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
         info,
         up,
     )
-    from kuberunner_operator.devcluster.health import ClusterStatus, ComponentStatus, status
-    from kuberunner_operator.devcluster.state import DEFAULT_NAME, ClusterError
+    from kuberunner_dev.cluster.health import ClusterStatus, ComponentStatus, status
+    from kuberunner_dev.cluster.state import DEFAULT_NAME, ClusterError
 
 _EXPORTS = {
     "ClusterInfo": "cluster",

@@ -39,7 +39,7 @@ def build_script() -> Path:
     if override:
         script = Path(override)
     else:
-        # devcluster/ -> kuberunner_operator/ -> operator/ -> repository root
+        # cluster/ -> kuberunner_dev/ -> devtools/ -> repository root
         script = Path(__file__).resolve().parents[3] / "hack" / "build-tools.sh"
     if not script.is_file():
         raise BinariesError(

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kuberunner_operator.devcluster.processes import ProcessRef
+from kuberunner_dev.cluster.processes import ProcessRef
 
 CLUSTERS_DIR_ENV = "KUBERUNNER_CLUSTERS_DIR"
 DEFAULT_NAME = "kuberunner-dev"

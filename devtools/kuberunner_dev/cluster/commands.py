@@ -17,7 +17,7 @@ Groups: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _add_name(parser: argparse.ArgumentParser) -> None:
-    from kuberunner_operator.devcluster.state import DEFAULT_NAME
+    from kuberunner_dev.cluster.state import DEFAULT_NAME
 
     parser.add_argument(
         "--name", default=DEFAULT_NAME, help=f"cluster name (default: {DEFAULT_NAME})"
@@ -25,7 +25,7 @@ def _add_name(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from kuberunner_operator.devcluster import ClusterError, up
+    from kuberunner_dev.cluster import ClusterError, up
 
     try:
         info = up(args.name, args.cpu_nodes, args.gpu_nodes, args.gpus_per_node)
@@ -39,7 +39,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    from kuberunner_operator.devcluster import ClusterError, down
+    from kuberunner_dev.cluster import ClusterError, down
 
     try:
         down(args.name)
@@ -54,7 +54,7 @@ def _mib(n: int) -> str:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from kuberunner_operator.devcluster import ClusterError, status
+    from kuberunner_dev.cluster import ClusterError, status
 
     try:
         st = status(args.name)

@@ -17,16 +17,16 @@ from typing import Any
 
 import httpx
 
-from kuberunner_operator.devcluster import processes
-from kuberunner_operator.devcluster.binaries import locate
-from kuberunner_operator.devcluster.components import COMPONENTS, PORT_NAMES, Layout, command
-from kuberunner_operator.devcluster.components import health_url as component_health_url
-from kuberunner_operator.devcluster.health import probe, status
-from kuberunner_operator.devcluster.kubeconfig import render_kubeconfig, write_kubeconfig
-from kuberunner_operator.devcluster.nodes import NodeShape, node_manifests
-from kuberunner_operator.devcluster.pki import make_pki
-from kuberunner_operator.devcluster.stages import build_stages, render_stages
-from kuberunner_operator.devcluster.state import (
+from kuberunner_dev.cluster import processes
+from kuberunner_dev.cluster.binaries import locate
+from kuberunner_dev.cluster.components import COMPONENTS, PORT_NAMES, Layout, command
+from kuberunner_dev.cluster.components import health_url as component_health_url
+from kuberunner_dev.cluster.health import probe, status
+from kuberunner_dev.cluster.kubeconfig import render_kubeconfig, write_kubeconfig
+from kuberunner_dev.cluster.nodes import NodeShape, node_manifests
+from kuberunner_dev.cluster.pki import make_pki
+from kuberunner_dev.cluster.stages import build_stages, render_stages
+from kuberunner_dev.cluster.state import (
     DEFAULT_NAME,
     ClusterError,
     ClusterState,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kuberunner_operator.devcluster.binaries import Binaries
-from kuberunner_operator.devcluster.nodes import KWOK_ANNOTATION
-from kuberunner_operator.devcluster.pki import Pki
+from kuberunner_dev.cluster.binaries import Binaries
+from kuberunner_dev.cluster.nodes import KWOK_ANNOTATION
+from kuberunner_dev.cluster.pki import Pki
 
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"

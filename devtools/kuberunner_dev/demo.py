@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 if TYPE_CHECKING:
-    from kuberunner_operator.devcluster import ClusterInfo
+    from kuberunner_dev.cluster import ClusterInfo
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE = "kuberunner"
@@ -60,7 +60,7 @@ def _say(message: str) -> None:
 
 
 def _local_cluster(name: str) -> Path:
-    from kuberunner_operator.devcluster import up
+    from kuberunner_dev.cluster import up
 
     _say(f"starting the local cluster {name!r} (no KUBECONFIG set)")
     return up(name).kubeconfig
@@ -109,8 +109,8 @@ def _service_account_kubeconfig(tools: Tools, cluster: ClusterInfo) -> Path:
 
 
 def _start_local_operator(tools: Tools, cluster_name: str) -> str:
-    from kuberunner_operator.devcluster import attach_process, info
-    from kuberunner_operator.devcluster.processes import free_ports, spawn
+    from kuberunner_dev.cluster import attach_process, info
+    from kuberunner_dev.cluster.processes import free_ports, spawn
 
     cluster = info(cluster_name)
     kubeconfig = _service_account_kubeconfig(tools, cluster)
@@ -211,7 +211,7 @@ def _next_steps(tools: Tools, cluster_name: str | None, metrics_url: str | None)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from kuberunner_operator.devcluster.binaries import locate
+    from kuberunner_dev.cluster.binaries import locate
 
     began = time.monotonic()
     try:
@@ -234,7 +234,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def register_demo(dev_cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from kuberunner_operator.devcluster.state import DEFAULT_NAME
+    from kuberunner_dev.cluster.state import DEFAULT_NAME
 
     parser = dev_cmds.add_parser(
         "demo",

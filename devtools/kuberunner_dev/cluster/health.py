@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 
-from kuberunner_operator.devcluster import processes
-from kuberunner_operator.devcluster.components import Layout
-from kuberunner_operator.devcluster.state import DEFAULT_NAME, ComponentRecord, cluster_dir, load
+from kuberunner_dev.cluster import processes
+from kuberunner_dev.cluster.components import Layout
+from kuberunner_dev.cluster.state import DEFAULT_NAME, ComponentRecord, cluster_dir, load
 
 
 @dataclass(frozen=True)
