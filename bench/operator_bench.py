@@ -48,9 +48,9 @@ from typing import Any
 import httpx
 
 from kuberunner_dev.cluster import ClusterInfo, down, up
+from kuberunner_operator.kinds import RUNNER_SERVICE
 from kuberunner_operator.kube import ApiError, KubeClient, load_kubeconfig
 from kuberunner_operator.render import render_service
-from kuberunner_operator.settings import API_VERSION, KIND
 from kuberunner_operator.status import Observed, compute_status
 
 REPO = Path(__file__).resolve().parent.parent
@@ -156,7 +156,9 @@ async def bench_floor(
         rendered = render_service(meta["name"], ns, meta["uid"], meta["generation"], spec)
         await asyncio.gather(*(kube.apply(o) for o in rendered.objects))
         update = compute_status(rendered, meta["generation"], Observed(), None, datetime.now(UTC))
-        await kube.patch_status(API_VERSION, KIND, meta["name"], ns, update.status)
+        await kube.patch_status(
+            RUNNER_SERVICE.api_version, RUNNER_SERVICE.kind, meta["name"], ns, update.status
+        )
 
     async def one(body: dict[str, Any]) -> None:
         await children_and_status(await kube.create(body))

@@ -83,13 +83,18 @@ def wait_for(
 ) -> T:
     """Call `predicate` until it returns something truthy, and return that.
 
-    Exceptions from `predicate` count as "not yet"; on timeout, TimeoutError names `message`
-    and shows the last value or exception, which is usually what explains the failure."""
+    An AssertionError inside `predicate` fails the test at once: an assert in a waited-for
+    check states something that must hold on every poll. Other exceptions (a 404 before an
+    object exists, a connection refused while a server starts) count as "not yet". On
+    timeout, TimeoutError names `message` and shows the last value or exception, which is
+    usually what explains the failure."""
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
         try:
             value = predicate()
+        except AssertionError:
+            raise
         except Exception as exc:  # "not yet"; reported if it never succeeds
             last = exc
         else:

@@ -7,8 +7,9 @@ small control plane the operator's CPU is taken from the API server it waits for
 
 One `KubeClient` per process. It knows only the verbs the operator needs: server-side apply, get,
 list by label selector, delete, merge patch of `/status`, create (events, leases) and replace
-(leases). Credentials come from `KUBECONFIG` / `~/.kube/config` or the in-cluster service account;
-the `kubernetes` package is never imported (it costs tens of MB of RSS).
+(leases). Credentials come from `KUBECONFIG` / `~/.kube/config` or the in-cluster service
+account, through a token source that follows rotation (credentials.py); the `kubernetes`
+package is never imported (it costs tens of MB of RSS).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import asyncio
 import base64
 import builtins
 import json
+import logging
 import os
 import re
 import ssl
 import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,25 +32,15 @@ from typing import Any
 import aiohttp
 import yaml
 
+from kuberunner_operator import kinds
+from kuberunner_operator.credentials import CredentialError, FileToken, TokenSource, token_source
+from kuberunner_operator.metrics import API_AUTH_FAILING, API_AUTH_FAILURES
+
 FIELD_MANAGER = "kuberunner"
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 JSON = dict[str, Any]
-
-# apiVersion/kind -> URL plural, for every kind the operator touches.
-PLURALS: dict[tuple[str, str], str] = {
-    ("apps/v1", "Deployment"): "deployments",
-    ("v1", "Service"): "services",
-    ("v1", "Pod"): "pods",
-    ("v1", "Event"): "events",
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
-    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
-    ("coordination.k8s.io/v1", "Lease"): "leases",
-    ("kuberunner.io/v1alpha1", "RunnerService"): "runnerservices",
-    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): "customresourcedefinitions",
-    ("v1", "Namespace"): "namespaces",
-}
-CLUSTER_SCOPED = {"CustomResourceDefinition", "Namespace"}
+log = logging.getLogger("kuberunner.operator.kube")
 
 
 class TransportError(Exception):
@@ -72,7 +65,7 @@ class ApiError(Exception):
 class KubeConfig:
     server: str
     ssl_context: ssl.SSLContext | bool
-    token: str | None
+    tokens: TokenSource
     namespace: str
 
 
@@ -129,13 +122,10 @@ def load_kubeconfig(path: str | None = None) -> KubeConfig:
             ctx.verify_mode = ssl.CERT_NONE
         assert isinstance(ctx, ssl.SSLContext)
         _load_pem_pair(ctx, cert, key)
-    token = user.get("token")
-    if not token and user.get("tokenFile"):
-        token = Path(user["tokenFile"]).read_text().strip()
     return KubeConfig(
         server=str(cluster["server"]).rstrip("/"),
         ssl_context=ctx,
-        token=token,
+        tokens=token_source(user, base),
         namespace=context.get("namespace") or "default",
     )
 
@@ -148,7 +138,7 @@ def load_incluster() -> KubeConfig:
     return KubeConfig(
         server=f"https://{host}:{port}" if ":" not in host else f"https://[{host}]:{port}",
         ssl_context=ctx,
-        token=(SA_DIR / "token").read_text().strip(),
+        tokens=FileToken(SA_DIR / "token"),
         namespace=ns_file.read_text().strip() if ns_file.exists() else "default",
     )
 
@@ -163,15 +153,36 @@ def load_config() -> KubeConfig:
 def resource_path(
     api_version: str, kind: str, namespace: str | None = None, name: str | None = None
 ) -> str:
-    plural = PLURALS[(api_version, kind)]
-    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    parts = [prefix]
-    if namespace and kind not in CLUSTER_SCOPED:
-        parts.append(f"namespaces/{namespace}")
-    parts.append(plural)
-    if name:
-        parts.append(name)
-    return "/".join(parts)
+    return kinds.lookup(api_version, kind).path(namespace, name)
+
+
+class AuthWatch:
+    """Whether the API server keeps refusing our credentials: set by every answer, read by
+    the liveness check (a restart is the last resort when refreshing did not help)."""
+
+    def __init__(self) -> None:
+        self.failing_since = 0.0  # monotonic time of the first refusal in a row; 0 when fine
+
+    def refused(self, code: int, what: str) -> None:
+        API_AUTH_FAILURES.labels(code=str(code)).inc()
+        if not self.failing_since:
+            self.failing_since = time.monotonic()
+            API_AUTH_FAILING.set(1)
+            log.error(
+                "condition=CredentialsRefused status=True code=%d request=%r: the API server "
+                "refuses the operator's credentials; liveness fails if this lasts",
+                code,
+                what,
+            )
+
+    def accepted(self) -> None:
+        if self.failing_since:
+            log.warning(
+                "condition=CredentialsRefused status=False: credentials accepted again after %.0fs",
+                time.monotonic() - self.failing_since,
+            )
+            self.failing_since = 0.0
+            API_AUTH_FAILING.set(0)
 
 
 # In JSON text: one escape (a backslash and the character after it), a non-BMP character being
@@ -210,11 +221,9 @@ class KubeClient:
         timeout: float = 30.0,
         connect_timeout: float = 5.0,
     ) -> None:
-        headers = {"Accept": "application/json", "User-Agent": "kuberunner-operator"}
-        if config.token:
-            headers["Authorization"] = f"Bearer {config.token}"
         self.config = config
-        self._headers = headers
+        self._headers = {"Accept": "application/json", "User-Agent": "kuberunner-operator"}
+        self.auth = AuthWatch()
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
         # Requests in flight are bounded here, not by aiohttp's pool limit: its `connect` and
         # `total` timeouts count the wait for a pooled connection, so a burst (32 workers
@@ -271,6 +280,25 @@ class KubeClient:
         data: JSON = json.loads(raw) if raw else {}
         return data
 
+    async def _auth_headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        headers = dict(extra or {})
+        try:
+            token = await self.config.tokens.token()
+        except CredentialError as exc:  # retried like an unreachable server, with its reason
+            raise TransportError(str(exc)) from exc
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def _judge(self, status: int, raw: bytes, what: str) -> None:
+        """Record what an answer says about our credentials."""
+        if status == 401 or (status == 403 and b"being terminated" not in raw):
+            # A 403 can also be one missing right; only a run of refusals with no success in
+            # between (every request refused) keeps `failing_since` set.
+            self.auth.refused(status, what)
+        elif status < 400:
+            self.auth.accepted()
+
     async def _send(
         self,
         method: str,
@@ -280,17 +308,26 @@ class KubeClient:
         data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> bytes:
-        """One request; the body of a 2xx answer, else ApiError or TransportError."""
-        try:
-            async with (
-                self._slots,
-                self._session().request(
-                    method, self.config.server + path, params=params, data=data, headers=headers
-                ) as resp,
-            ):
-                raw = await resp.read()
-        except _TRANSPORT_FAILURES as exc:
-            raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        """One request; the body of a 2xx answer, else ApiError or TransportError. A 401 makes
+        the token source refresh, and the request is sent once more with the new token."""
+        for attempt in (1, 2):
+            sent = await self._auth_headers(headers)
+            try:
+                async with (
+                    self._slots,
+                    self._session().request(
+                        method, self.config.server + path, params=params, data=data, headers=sent
+                    ) as resp,
+                ):
+                    raw = await resp.read()
+            except _TRANSPORT_FAILURES as exc:
+                raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            self._judge(resp.status, raw, f"{method} {path}")
+            if resp.status == 401 and attempt == 1:
+                self.config.tokens.invalidate()
+                if (await self._auth_headers(headers)) != sent:
+                    continue  # a new token: try it once
+            break
         if resp.status >= 400:
             raise _error_from(resp.status, resp.reason or "", raw)
         return raw
@@ -399,10 +436,18 @@ class KubeClient:
         url = self.config.server + resource_path(api_version, kind, namespace)
         # No total deadline; a stream silent for longer than the server's own timeout is dead.
         timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=timeout_seconds + 10)
+        headers = await self._auth_headers()
         try:
-            async with self._session().get(url, params=params, timeout=timeout) as resp:
+            async with self._session().get(
+                url, params=params, timeout=timeout, headers=headers
+            ) as resp:
                 if resp.status >= 400:
-                    raise _error_from(resp.status, resp.reason or "", await resp.read())
+                    raw = await resp.read()
+                    self._judge(resp.status, raw, f"watch {kind}")
+                    if resp.status == 401:
+                        self.config.tokens.invalidate()  # the informer lists again, refreshed
+                    raise _error_from(resp.status, resp.reason or "", raw)
+                self._judge(resp.status, b"", f"watch {kind}")
                 # Lines are split here rather than with readline(), which refuses lines longer
                 # than aiohttp's buffer (a large object is one long line).
                 pending = b""

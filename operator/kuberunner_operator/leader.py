@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from kuberunner_operator.kinds import LEASE
 from kuberunner_operator.kube import ApiError, KubeClient
 
 log = logging.getLogger("kuberunner.operator.leader")
-
-LEASE_API = "coordination.k8s.io/v1"
 
 
 class LeadershipLost(Exception):
@@ -76,10 +75,10 @@ class LeaderElector:
 
     async def try_acquire_or_renew(self) -> bool:
         """One attempt; True when we hold the Lease afterwards."""
-        lease = await self.kube.get(LEASE_API, "Lease", self.name, self.namespace)
+        lease = await self.kube.get(LEASE.api_version, LEASE.kind, self.name, self.namespace)
         if lease is None:
             body = {
-                "apiVersion": LEASE_API,
+                "apiVersion": LEASE.api_version,
                 "kind": "Lease",
                 "metadata": {"name": self.name, "namespace": self.namespace},
                 "spec": self._spec(None),
@@ -137,7 +136,7 @@ class LeaderElector:
 
     async def release(self) -> None:
         """Best effort on clean shutdown: clear the holder so a standby takes over at once."""
-        lease = await self.kube.get(LEASE_API, "Lease", self.name, self.namespace)
+        lease = await self.kube.get(LEASE.api_version, LEASE.kind, self.name, self.namespace)
         if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
             return
         lease["spec"]["holderIdentity"] = None

@@ -25,10 +25,12 @@ import time
 
 import kopf
 
-from kuberunner_operator import handlers, metrics
+from kuberunner_operator import handlers, metrics, retry
+from kuberunner_operator.cache import Cache
+from kuberunner_operator.health import Activity, HealthPolicy, serve_health
 from kuberunner_operator.kube import KubeClient, load_config
 from kuberunner_operator.leader import LeaderElector, LeadershipLost
-from kuberunner_operator.observe import Activity
+from kuberunner_operator.runtime import Runtime
 from kuberunner_operator.settings import LEASE_NAME, OperatorConfig
 
 log = logging.getLogger("kuberunner.operator")
@@ -44,7 +46,12 @@ def configure_logging(log_format: str) -> None:
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
-async def _heartbeat(activity: Activity, runtime: handlers.Runtime) -> None:
+def _publish_cache_sizes(cache: Cache) -> None:
+    for kind, count in cache.sizes().items():
+        metrics.CACHED_OBJECTS.labels(kind=kind).set(count)
+
+
+async def _heartbeat(activity: Activity, runtime: Runtime) -> None:
     while True:
         now = time.monotonic()
         activity.heartbeat = now
@@ -52,14 +59,18 @@ async def _heartbeat(activity: Activity, runtime: handlers.Runtime) -> None:
             activity.pending_since = 0.0
         elif not activity.pending_since:
             activity.pending_since = now
+        activity.auth_failing_since = runtime.kube.auth.failing_since
+        _publish_cache_sizes(runtime.cache)
         await asyncio.sleep(1.0)
 
 
 async def _serve(config: OperatorConfig) -> int:
     activity = Activity()
-    policy = metrics.HealthPolicy(activity, stall_after=300.0, loop_stall_after=30.0)
+    policy = HealthPolicy(
+        activity, stall_after=300.0, loop_stall_after=30.0, auth_fail_after=config.auth_fail_after
+    )
     metrics.serve_metrics(config.metrics_address)
-    health = metrics.serve_health(config.health_address, policy)
+    health = serve_health(config.health_address, policy)
     kube_config = load_config()
     # The Lease has a client of its own: renewals must not queue behind a burst of reconciles
     # for the shared connections, or a busy leader would miss its renew deadline and exit.
@@ -67,7 +78,7 @@ async def _serve(config: OperatorConfig) -> int:
         KubeClient(kube_config, max_connections=config.max_connections) as kube,
         KubeClient(kube_config, max_connections=2) as lease_kube,
     ):
-        runtime = handlers.Runtime(config=config, kube=kube, activity=activity)
+        runtime = Runtime(config=config, kube=kube, activity=activity)
         background = [asyncio.create_task(_heartbeat(activity, runtime))]
         elector: LeaderElector | None = None
         if config.leader_elect:
@@ -83,9 +94,10 @@ async def _serve(config: OperatorConfig) -> int:
             await elector.acquire()
         activity.leading = True
         metrics.LEADER.set(1)
+        log.info("leading: reconciling as %s", config.identity)
 
-        background += [asyncio.create_task(handlers.worker(runtime)) for _ in range(config.workers)]
-        background.append(asyncio.create_task(handlers.resync_loop(runtime)))
+        background += [asyncio.create_task(retry.worker(runtime)) for _ in range(config.workers)]
+        background.append(asyncio.create_task(retry.resync_loop(runtime)))
         informers = handlers.informers(runtime)
         background += [asyncio.create_task(informer.run()) for informer in informers]
         ready = asyncio.Event()

@@ -1,22 +1,16 @@
-"""Operator metrics (controller-runtime shapes under our prefix) and the health endpoints.
+"""Operator metrics: controller-runtime shapes under our prefix.
 
-Both HTTP servers run in daemon threads: kopf cancels every task of its event loop on exit, and
-a thread keeps answering while the loop is busy. The health handler reads only plain floats and
-booleans written by the loop.
+The metrics server runs in a daemon thread: kopf cancels every task of its event loop on exit,
+and a thread keeps answering while the loop is busy.
 """
 
 from __future__ import annotations
 
 import platform
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
 
 from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 from prometheus_client import disable_created_metrics as _disable_created
-
-from kuberunner_operator.observe import Activity
 
 # controller-runtime's reconcile_time_seconds buckets.
 RECONCILE_BUCKETS = (
@@ -51,6 +45,20 @@ LEADER = Gauge(
     "kuberunner_operator_leader",
     "1 while this process holds the leader Lease (or runs without leader election).",
 )
+API_AUTH_FAILURES = Counter(
+    "kuberunner_operator_api_auth_failures_total",
+    "API requests refused as unauthenticated (401) or forbidden (403).",
+    ["code"],
+)
+API_AUTH_FAILING = Gauge(
+    "kuberunner_operator_api_auth_failing",
+    "1 while every API request is refused with 401/403 (credentials expired or revoked).",
+)
+CACHED_OBJECTS = Gauge(
+    "kuberunner_operator_cached_objects",
+    "Objects held in the operator's cache, by kind of entry (follows the live objects).",
+    ["kind"],
+)
 BUILD_INFO = Info("kuberunner_operator_build", "Versions of the running operator.")
 
 for _result in RESULTS:
@@ -81,65 +89,3 @@ def split_address(address: str) -> tuple[str, int]:
 def serve_metrics(address: str) -> None:
     host, port = split_address(address)
     start_http_server(port, addr=host)
-
-
-class HealthPolicy:
-    """Liveness: the event loop ticks, and queued work does not sit unprocessed (a stuck
-    reconcile or a dead worker). Readiness: leading and watching. Silent watch streams are
-    reconnected by kopf itself (bookmarks and `inactivity_timeout`)."""
-
-    def __init__(self, activity: Activity, stall_after: float, loop_stall_after: float) -> None:
-        self.activity = activity
-        self.stall_after = stall_after
-        self.loop_stall_after = loop_stall_after
-
-    def live(self) -> tuple[bool, str]:
-        now = time.monotonic()
-        act = self.activity
-        if now - act.heartbeat > self.loop_stall_after:
-            return False, "event loop stalled"
-        stuck = act.pending_since and now - act.pending_since > self.stall_after
-        if act.leading and stuck and now - act.last_reconcile > self.stall_after:
-            return False, "work queued but no reconcile finished recently"
-        return True, "ok"
-
-    def ready(self) -> tuple[bool, str]:
-        ok, why = self.live()
-        if not ok:
-            return ok, why
-        if not self.activity.leading:
-            return False, "standby: not the leader"
-        if not self.activity.watching:
-            return False, "starting watches"
-        return True, "ok"
-
-
-def serve_health(address: str, policy: HealthPolicy) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.split("?")[0] == "/healthz":
-                ok, why = policy.live()
-            elif self.path.split("?")[0] == "/readyz":
-                ok, why = policy.ready()
-            else:
-                ok, why = False, "not found"
-                self.send_response(404)
-                self._body(why)
-                return
-            self.send_response(200 if ok else 503)
-            self._body(why)
-
-        def _body(self, text: str) -> None:
-            data = (text + "\n").encode()
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return  # probes every few seconds would flood the log
-
-    server = ThreadingHTTPServer(split_address(address), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
-    return server

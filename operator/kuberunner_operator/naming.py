@@ -28,6 +28,8 @@ LABEL_SERVICE = "kuberunner.io/service"
 LABEL_RUNNER = "kuberunner.io/runner"
 APP_NAME = "kuberunner"
 MANAGER = "kuberunner"
+# What the operator's informers select: every child and pod it made carries it.
+MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")

@@ -18,13 +18,8 @@ from typing import Any
 
 import kopf
 
-GROUP = "kuberunner.io"
-VERSION = "v1alpha1"
-PLURAL = "runnerservices"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "RunnerService"
-MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_SELECTOR = f"{MANAGED_BY}=kuberunner"
+from kuberunner_operator.kinds import GROUP
+
 LEASE_NAME = "kuberunner-operator"
 
 
@@ -58,6 +53,9 @@ class OperatorConfig:
     renew_deadline: float = 10.0
     retry_period: float = 2.0
     max_connections: int = 32
+    # Liveness fails when every API request has been refused (401/403) for this long,
+    # although the token was re-read: a restart is the last resort.
+    auth_fail_after: float = 300.0
 
     @property
     def clusterwide(self) -> bool:
@@ -85,6 +83,7 @@ class OperatorConfig:
             renew_deadline=_env_float("KUBERUNNER_OPERATOR_RENEW_DEADLINE", cls.renew_deadline),
             retry_period=_env_float("KUBERUNNER_OPERATOR_RETRY_PERIOD", cls.retry_period),
             max_connections=_env_int("KUBERUNNER_OPERATOR_MAX_CONNECTIONS", cls.max_connections),
+            auth_fail_after=_env_float("KUBERUNNER_OPERATOR_AUTH_FAIL_AFTER", cls.auth_fail_after),
         )
 
     def resync_delay(self) -> float:
@@ -109,9 +108,8 @@ class WatchOnlyDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
 def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     """Every kopf knob in one place (called from the single startup handler)."""
-    # Our own prefix from day one: changing storages later re-triggers everything (P11).
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP, v1=False)
+    # kopf's only handler is a low-level `on.event`: it keeps no progress and adds no
+    # finalizer, so only the diff-base storage, which kopf consults on every event, is set.
     settings.persistence.diffbase_storage = WatchOnlyDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration", v1=False
     )

@@ -1,4 +1,5 @@
-"""The operator's in-memory view: merge patches, drift detection and the work queue."""
+"""The operator's in-memory view: merge patches, drift detection, how children and pods find
+their service, and the work queue."""
 
 from __future__ import annotations
 
@@ -7,7 +8,20 @@ from typing import Any
 
 import pytest
 
-from kuberunner_operator.observe import Cache, WorkQueue, merge_patch, pod_summary
+from kuberunner_operator.cache import Cache, pod_summary
+from kuberunner_operator.naming import label_value
+from kuberunner_operator.reconcile import merge_patch
+from kuberunner_operator.workqueue import WorkQueue
+
+
+def _owner(service: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kuberunner.io/v1alpha1",
+        "kind": "RunnerService",
+        "name": service,
+        "uid": "u1",
+        "controller": True,
+    }
 
 
 def _child(kind: str, name: str, generation: int, service: str = "svc") -> dict[str, Any]:
@@ -18,11 +32,78 @@ def _child(kind: str, name: str, generation: int, service: str = "svc") -> dict[
             "name": name,
             "namespace": "ns",
             "generation": generation,
-            "labels": {"kuberunner.io/service": service},
+            "labels": {"kuberunner.io/service": label_value(service)},
+            "ownerReferences": [_owner(service)],
             "managedFields": [{"manager": "kuberunner"}],
         },
         "spec": {"replicas": 1},
     }
+
+
+def _pod(name: str, service: str) -> dict[str, Any]:
+    labels = {"kuberunner.io/service": label_value(service)}
+    return {"metadata": {"name": name, "namespace": "ns", "labels": labels}, "status": {}}
+
+
+def _service(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "ns"}}
+
+
+# 63 characters is the longest label value; past it the label is a hashed form of the name.
+LONG_NAMES = ["s" * 63, "s" * 64, "fz-" + "a" * 250]
+
+
+@pytest.mark.parametrize("name", LONG_NAMES)
+def test_children_of_long_named_services_find_their_service(name: str) -> None:
+    cache = Cache()
+    key = ("ns", name)
+    cache.set_service(key, _service(name))
+    cache.record_applied(key, _child("Deployment", "d", 1, service=name))
+    assert cache.set_child(_child("Deployment", "d", 2, service=name), deleted=False) == key
+    assert list(cache.services) == [key]  # no orphan entry under the label value
+
+
+@pytest.mark.parametrize("name", LONG_NAMES)
+def test_pods_of_long_named_services_find_their_service(name: str) -> None:
+    cache = Cache()
+    key = ("ns", name)
+    cache.set_service(key, _service(name))
+    assert cache.set_pod(_pod("p1", name), deleted=False) == key
+    assert [p["metadata"]["name"] for p in cache.pods_of(key)] == ["p1"]
+    assert cache.set_pod(_pod("p1", name), deleted=True) == key
+    assert cache.pods_of(key) == []
+
+
+def test_pods_seen_before_their_service_are_kept_for_it() -> None:
+    cache = Cache()
+    name = "fz-" + "a" * 250
+    assert cache.set_pod(_pod("early", name), deleted=False) is None  # service not known yet
+    cache.set_service(("ns", name), _service(name))
+    assert [p["metadata"]["name"] for p in cache.pods_of(("ns", name))] == ["early"]
+    cache.set_service(("ns", name), None)
+    assert cache.set_pod(_pod("early", name), deleted=False) is None
+
+
+def test_a_child_stripped_of_its_owner_reference_is_found_by_label() -> None:
+    cache = Cache()
+    cache.set_service(("ns", "svc"), _service("svc"))
+    orphan = _child("Deployment", "d", 1)
+    orphan["metadata"]["ownerReferences"] = []
+    cache.set_child(orphan, deleted=False)
+    assert ("Deployment", "d") in cache.services[("ns", "svc")].children
+
+
+def test_cache_sizes_follow_the_live_objects() -> None:
+    cache = Cache()
+    cache.set_service(("ns", "svc"), _service("svc"))
+    cache.set_child(_child("Deployment", "d", 1), deleted=False)
+    cache.set_pod(_pod("p", "svc"), deleted=False)
+    assert cache.sizes() == {"services": 1, "children": 1, "pods": 1}
+    cache.set_pod(_pod("p", "svc"), deleted=True)
+    cache.set_child(_child("Deployment", "d", 1), deleted=True)
+    cache.set_service(("ns", "svc"), None)
+    assert cache.sizes() == {"services": 0, "children": 0, "pods": 0}
+    assert cache.services == {}
 
 
 def test_merge_patch_is_empty_when_equal() -> None:
@@ -103,10 +184,11 @@ def test_deleting_any_applied_child_is_drift_even_without_a_generation(kind: str
     assert cache.services[key].drift
 
 
-def test_objects_without_service_label_are_ignored() -> None:
+def test_objects_without_owner_or_service_label_are_ignored() -> None:
     cache = Cache()
     obj = _child("Deployment", "d", 1)
     obj["metadata"]["labels"] = {}
+    obj["metadata"]["ownerReferences"] = []
     assert cache.set_child(obj, deleted=False) is None
     assert cache.set_pod(obj, deleted=False) is None
     assert cache.services == {}

@@ -1,30 +1,30 @@
-"""What the operator has seen, and which services wait for a reconcile.
+"""What the operator has seen: RunnerService bodies, their children and their pods.
 
-`Cache` is filled by the kopf watch handlers (server-side filtered by the managed-by label):
-RunnerService bodies, their children and their pods, all keyed by the owning service. The
-reconcile reads observed state from here instead of listing through the API on every pass.
+The informers and the kopf watch handler fill it; the reconcile reads observed state from here
+instead of listing through the API on every pass.
 
-`WorkQueue` is a controller-runtime style queue: a key is queued at most once, a key being
-processed is never processed twice at the same time (a new trigger marks it dirty and it runs
-again afterwards), and delayed adds coalesce bursts of pod events into one reconcile.
+How an object finds its RunnerService:
+- a child (Deployment, Service, HPA, PDB) by its controller owner reference, which carries the
+  service's exact name whatever its length;
+- a pod has no such reference (its owner is a ReplicaSet), so pods are indexed by their
+  `kuberunner.io/service` label. That label holds the name only up to 63 characters and a
+  hashed form past that (`naming.label_value`), so the index maps each known service's label
+  value back to its name, and pods are stored under the label until their service is known.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-SERVICE_LABEL = "kuberunner.io/service"
-RUNNER_LABEL = "kuberunner.io/runner"
-COMPONENT_LABEL = "app.kubernetes.io/component"
+from kuberunner_operator.kinds import GROUP, RUNNER_SERVICE
+from kuberunner_operator.naming import LABEL_SERVICE, label_value
 
 ServiceKey = tuple[str, str]  # (namespace, name)
+LabelKey = tuple[str, str]  # (namespace, value of the kuberunner.io/service label)
 ChildKey = tuple[str, str]  # (kind, name)
 JSON = dict[str, Any]
 
@@ -71,21 +71,38 @@ def pod_summary(pod: Mapping[str, Any]) -> JSON:
     }
 
 
-def owner_key(obj: Mapping[str, Any]) -> ServiceKey | None:
+def controller_owner(obj: Mapping[str, Any]) -> ServiceKey | None:
+    """The RunnerService that controls `obj`, from its owner references."""
     meta = obj.get("metadata") or {}
-    service = (meta.get("labels") or {}).get(SERVICE_LABEL)
-    if not service or not meta.get("namespace"):
+    namespace = meta.get("namespace")
+    if not namespace:
         return None
-    return (str(meta["namespace"]), str(service))
+    for ref in meta.get("ownerReferences") or []:
+        group = str(ref.get("apiVersion") or "").partition("/")[0]
+        if ref.get("controller") and ref.get("kind") == RUNNER_SERVICE.kind and group == GROUP:
+            return (str(namespace), str(ref.get("name")))
+    return None
+
+
+def service_label(obj: Mapping[str, Any]) -> LabelKey | None:
+    meta = obj.get("metadata") or {}
+    value = (meta.get("labels") or {}).get(LABEL_SERVICE)
+    if not value or not meta.get("namespace"):
+        return None
+    return (str(meta["namespace"]), str(value))
+
+
+def label_key(key: ServiceKey) -> LabelKey:
+    """Where the pods of service `key` are indexed (the label value its pods carry)."""
+    return (key[0], label_value(key[1]))
 
 
 @dataclass
 class ServiceState:
-    """Everything known about one RunnerService."""
+    """Everything known about one RunnerService, except its pods (see `Cache.pods_of`)."""
 
     body: JSON | None = None
     children: dict[ChildKey, JSON] = field(default_factory=dict)
-    pods: dict[str, JSON] = field(default_factory=dict)
     # metadata.generation of each child as our last apply left it (0 for kinds without one,
     # such as core Services); a watch event with a newer generation means somebody else edited
     # the child (drift), the DELETED event of any child in here means it must be recreated.
@@ -109,12 +126,15 @@ class ServiceState:
     refused: dict[str, str] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
-        return self.body is None and not self.children and not self.pods
+        return self.body is None and not self.children
 
 
 class Cache:
     def __init__(self) -> None:
         self.services: dict[ServiceKey, ServiceState] = {}
+        self._pods: dict[LabelKey, dict[str, JSON]] = {}
+        # Label value -> service, for the services whose body is known.
+        self._by_label: dict[LabelKey, ServiceKey] = {}
 
     def state(self, key: ServiceKey) -> ServiceState:
         st = self.services.get(key)
@@ -130,8 +150,20 @@ class Cache:
     def managed_count(self) -> int:
         return sum(1 for st in self.services.values() if st.body is not None)
 
+    def sizes(self) -> dict[str, int]:
+        """Objects held, by kind of entry (a debug view: must follow the live objects)."""
+        return {
+            "services": self.managed_count(),
+            "children": sum(len(st.children) for st in self.services.values()),
+            "pods": sum(len(pods) for pods in self._pods.values()),
+        }
+
+    def pods_of(self, key: ServiceKey) -> list[JSON]:
+        return list(self._pods.get(label_key(key), {}).values())
+
     def set_service(self, key: ServiceKey, body: Mapping[str, Any] | None) -> None:
         if body is None:
+            self._by_label.pop(label_key(key), None)
             st = self.services.get(key)
             if st is not None:
                 st.body = None
@@ -141,21 +173,34 @@ class Cache:
                 st.edited.clear()
                 self._gc(key)
             return
+        self._by_label[label_key(key)] = key
         self.state(key).body = strip(body)
+
+    def owner_of(self, obj: Mapping[str, Any]) -> ServiceKey | None:
+        """The service of a child: its controller owner reference, else (an object someone
+        stripped of it) a known service whose label it carries."""
+        key = controller_owner(obj)
+        if key is not None:
+            return key
+        label = service_label(obj)
+        return None if label is None else self._by_label.get(label)
 
     def set_child(self, obj: Mapping[str, Any], deleted: bool) -> ServiceKey | None:
         """Record a child; returns the owning service when the event shows drift."""
-        key = owner_key(obj)
+        key = self.owner_of(obj)
         if key is None:
             return None
-        st = self.state(key)
         ckey = (str(obj.get("kind")), str(obj["metadata"]["name"]))
         if deleted:
+            st = self.services.get(key)
+            if st is None:
+                return None
             st.children.pop(ckey, None)
             drifted = st.body is not None and ckey in st.applied_generations
             st.applied_generations.pop(ckey, None)
             self._gc(key)
         else:
+            st = self.state(key)
             st.children[ckey] = strip(obj)
             gen = obj["metadata"].get("generation")
             applied = st.applied_generations.get(ckey)
@@ -182,120 +227,24 @@ class Cache:
         if digest is not None:
             st.applied_templates[ckey] = digest
 
+    def forget_child(self, key: ServiceKey, ckey: ChildKey) -> None:
+        st = self.services.get(key)
+        if st is not None:
+            st.children.pop(ckey, None)
+            st.applied_generations.pop(ckey, None)
+
     def set_pod(self, pod: Mapping[str, Any], deleted: bool) -> ServiceKey | None:
-        key = owner_key(pod)
-        if key is None:
+        """Record a pod; returns its service when that service is known."""
+        label = service_label(pod)
+        if label is None:
             return None
         name = str(pod["metadata"]["name"])
         if deleted:
-            st = self.services.get(key)
-            if st is not None:
-                st.pods.pop(name, None)
-                self._gc(key)
+            pods = self._pods.get(label)
+            if pods is not None:
+                pods.pop(name, None)
+                if not pods:
+                    del self._pods[label]
         else:
-            self.state(key).pods[name] = pod_summary(pod)
-        return key
-
-
-def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> JSON:
-    """The smallest JSON merge patch turning `old` into `new` (RFC 7386); {} when equal."""
-    patch: JSON = {}
-    for key in old:
-        if key not in new:
-            patch[key] = None
-    for key, value in new.items():
-        before = old.get(key)
-        if isinstance(value, Mapping) and isinstance(before, Mapping):
-            sub = merge_patch(before, value)
-            if sub:
-                patch[key] = sub
-        elif key not in old or before != value:
-            patch[key] = value
-    return patch
-
-
-class WorkQueue:
-    """Deduplicating, delay-coalescing queue of service keys, with two priorities.
-
-    Urgent keys (a spec change, drift) are served before the rest (status refreshes after pod
-    events), so under load every service gets its children and first status before anyone's
-    status is polished.
-    """
-
-    def __init__(self) -> None:
-        # One token per queued key; the deques may hold stale duplicates (skipped on get).
-        self._tokens: asyncio.Queue[None] = asyncio.Queue()
-        self._urgent: deque[ServiceKey] = deque()
-        self._normal: deque[ServiceKey] = deque()
-        self._queued: dict[ServiceKey, bool] = {}  # key -> urgent
-        self._active: set[ServiceKey] = set()
-        self._dirty: dict[ServiceKey, bool] = {}
-        self._timers: dict[ServiceKey, asyncio.TimerHandle] = {}
-
-    def add(self, key: ServiceKey, delay: float = 0.0, *, urgent: bool = False) -> None:
-        """Queue now, or after `delay` unless already queued or scheduled sooner."""
-        if delay <= 0:
-            timer = self._timers.pop(key, None)
-            if timer is not None:
-                timer.cancel()
-            self._fire(key, urgent)
-            return
-        if key in self._queued or key in self._timers:
-            return
-        loop = asyncio.get_running_loop()
-        self._timers[key] = loop.call_later(delay, self._fire, key, urgent)
-
-    def _fire(self, key: ServiceKey, urgent: bool) -> None:
-        self._timers.pop(key, None)
-        if key in self._active:
-            self._dirty[key] = self._dirty.get(key, False) or urgent
-            return
-        queued = self._queued.get(key)
-        if queued is None:
-            self._queued[key] = urgent
-            (self._urgent if urgent else self._normal).append(key)
-            self._tokens.put_nowait(None)
-        elif urgent and not queued:  # promote; the normal entry goes stale
-            self._queued[key] = True
-            self._urgent.append(key)
-
-    def _pop(self) -> ServiceKey:
-        while self._urgent:
-            key = self._urgent.popleft()
-            if self._queued.get(key) is True:
-                return key
-        while True:
-            key = self._normal.popleft()
-            if self._queued.get(key) is False:
-                return key
-
-    async def get(self) -> ServiceKey:
-        await self._tokens.get()
-        key = self._pop()
-        del self._queued[key]
-        self._active.add(key)
-        return key
-
-    def done(self, key: ServiceKey) -> None:
-        self._active.discard(key)
-        urgent = self._dirty.pop(key, None)
-        if urgent is not None:
-            self._fire(key, urgent)
-
-    def depth(self) -> int:
-        return len(self._queued)
-
-    def idle(self) -> bool:
-        return not (self._queued or self._active or self._timers)
-
-
-@dataclass
-class Activity:
-    """Timestamps the health endpoints read (from another thread: plain floats only)."""
-
-    heartbeat: float = field(default_factory=time.monotonic)
-    last_event: float = 0.0
-    last_reconcile: float = 0.0
-    pending_since: float = 0.0  # 0 while the queue is empty
-    leading: bool = False
-    watching: bool = False
+            self._pods.setdefault(label, {})[name] = pod_summary(pod)
+        return self._by_label.get(label)
