@@ -49,7 +49,11 @@ def test_only_the_lease_holder_reconciles_and_a_standby_takes_over(
         second = OperatorProcess(cluster, logs, *args, name="second")
         procs.append(second)
         wait_for(lambda: second.health("/healthz") == 200, timeout=30, message="standby live")
-        assert second.health("/readyz") == 503  # standby: alive, not leading
+        # A standby can serve (it is Ready, so a two-replica Deployment rolls out), but the
+        # endpoint says it is not the one leading.
+        ready = second.get(second.health_port, "/readyz")
+        assert ready.status_code == 200
+        assert "standby" in ready.text
         leader_id = holder(cluster, lease_ns)
         assert leader_id
 
@@ -60,7 +64,12 @@ def test_only_the_lease_holder_reconciles_and_a_standby_takes_over(
         assert second.metric("kuberunner_operator_leader") == 0
 
         first.kill()
-        second.wait_ready(timeout=60)
+        wait_for(
+            lambda: second.metric("kuberunner_operator_leader") == 1,
+            timeout=60,
+            message="the standby took the Lease",
+        )
+        assert "ok: leading" in second.get(second.health_port, "/readyz").text
         assert holder(cluster, lease_ns) not in ("", leader_id)
         apply(cluster, rsvc("two", [runner("r")]), namespace=lease_ns)
         kubectl_wait_ready(cluster, lease_ns, "two")

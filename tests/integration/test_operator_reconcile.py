@@ -375,3 +375,26 @@ def test_a_child_refused_by_the_api_server_is_reported_as_apply_failed(
         cluster, "get", "events", "-n", ns, "--field-selector", "involvedObject.name=refused"
     )["items"]
     assert any(e["reason"] == "ApplyFailed" for e in events)
+
+
+# 63 characters is the longest label value: past it the kuberunner.io/service label of children
+# and pods holds a hashed form of the name. 253 is the longest name Kubernetes allows.
+@pytest.mark.parametrize("length", [63, 64, 253])
+def test_long_named_services_get_pod_reasons_and_ready_from_events(
+    cluster: ClusterInfo, ns: str, length: int
+) -> None:
+    """Status follows pod and Deployment events, not the 5-minute resync, however long the
+    name: the pod-level Unschedulable reason first, then Ready once the spec fits."""
+    name = ("fz-" + "a" * length)[:length]
+    apply(cluster, rsvc(name, [gpu_runner("big", 9)]), namespace=ns)
+    entry = wait_for(
+        lambda: (
+            (e := runner_status(cluster, ns, name, "big")).get("reason") == "Unschedulable" and e
+        ),
+        timeout=30,
+        message=f"{length}-character service reports its pod Unschedulable",
+    )
+    assert "nvidia.com/gpu" in entry["message"]
+    apply(cluster, rsvc(name, [gpu_runner("big", 4)]), namespace=ns)
+    kubectl_wait_ready(cluster, ns, name, timeout=45)
+    assert runner_status(cluster, ns, name, "big")["readyReplicas"] == 1

@@ -12,6 +12,7 @@ import secrets
 import signal
 import socket
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,14 @@ def new_namespace(cluster: ClusterInfo, prefix: str) -> str:
 class OperatorProcess:
     """`kuberunner operator run` bound to 127.0.0.1 ports, logging to a file."""
 
-    def __init__(self, cluster: ClusterInfo, log_dir: Path, *args: str, name: str = "op") -> None:
+    def __init__(
+        self,
+        cluster: ClusterInfo,
+        log_dir: Path,
+        *args: str,
+        name: str = "op",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.log_path = log_dir / f"{name}-{self.health_port}.log"
@@ -69,6 +77,7 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": str(cluster.kubeconfig),
             "KUBERUNNER_OPERATOR_DEBOUNCE": "0.2",
+            **(env or {}),
         }
         argv = [
             str(CLI),
