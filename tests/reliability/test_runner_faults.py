@@ -20,7 +20,7 @@ from rel_runnables import SECRET_ENV
 from runner_support import group_rss, serve, server_env, worker_pids
 
 from fixtures.runnables.serving import ServerProcess, group_members
-from kuberunner.server import wire
+from kuberunner import wire
 
 Figures = Callable[[str, object], None]
 

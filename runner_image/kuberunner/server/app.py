@@ -15,16 +15,18 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kuberunner import wire
 from kuberunner.exceptions import KuberunnerException
+from kuberunner.loader import build_runner
 from kuberunner.runner import Runner, RunnerMethod
-from kuberunner.server import asgi, wire
-from kuberunner.server.asgi import Receive, Scope, Send
 from kuberunner.server.batching import BatchDispatcher, Overloaded
 from kuberunner.server.invoke import INLINE_AFTER_LONE_BATCHES, INLINE_MAX_SECONDS, Invoker
-from kuberunner.server.loader import build_runner
-from kuberunner.server.metrics import CONTENT_TYPE, RunnerMetrics, render_all
+from kuberunner.server.metrics import RunnerMetrics, render_all
 from kuberunner.server.rows import BatchError
 from kuberunner.server.state import StateDir
+from kuberunner.serving import asgi
+from kuberunner.serving.asgi import Receive, Scope, Send
+from kuberunner.serving.prometheus import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
