@@ -229,7 +229,8 @@ def kuberunner_server(work: Path) -> Iterator[Target]:
     script.write_text(lua(body, {"Content-Type": "application/x-kuberunner-npy"}))
     port = free_port()
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(FIXTURES)
+    # This checkout's library first: the venv's editable install may point at another worktree.
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "runner_image"), str(FIXTURES)])
     env["KUBERUNNER_WORKER_ENV_MAP"] = json.dumps({"0": {}})  # one worker
     env.pop("KUBERUNNER_CONFIG_OVERRIDES", None)
     cmd = [

@@ -14,7 +14,6 @@ each time `load_config()` is called (each Runner construction), never cached at 
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import warnings
@@ -25,11 +24,11 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
+from kuberunner import envvars
 from kuberunner.exceptions import ConfigError, ResourceError
+from kuberunner.merging import deep_merge
 from kuberunner.resources import validate_resources
 
-CONFIG_ENV: Final = "KUBERUNNER_CONFIG"
-OVERRIDES_ENV: Final = "KUBERUNNER_CONFIG_OVERRIDES"
 RESERVED_RUNNER_KEYS: Final = frozenset(
     {"batching", "resources", "logging", "metrics", "traffic", "workers_per_resource"}
 )
@@ -120,17 +119,6 @@ class KuberunnerConfig(_Strict):
         return self.runner_sections.get(name.lower(), self.runners)
 
 
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Dicts merge recursively; any other value (or a type conflict) replaces."""
-    merged = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 def _error_text(err: Mapping[str, Any]) -> str:
     kind, ctx = err.get("type"), err.get("ctx") or {}
     if kind == "greater_than":
@@ -219,12 +207,12 @@ def _legacy(raw_runners: Mapping[str, Any]) -> dict[str, Any]:
 
 def _read_file(path: str) -> dict[str, Any]:
     if not path.endswith((".yml", ".yaml")):
-        raise ConfigError(f"{CONFIG_ENV}={path}: the config file must end in .yml or .yaml")
+        raise ConfigError(f"{envvars.CONFIG}={path}: the config file must end in .yml or .yaml")
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise ConfigError(f"{CONFIG_ENV}={path}: cannot read the config file: {exc}") from None
-    return _as_mapping(text, f"{CONFIG_ENV}={path}")
+        raise ConfigError(f"{envvars.CONFIG}={path}: cannot read the config file: {exc}") from None
+    return _as_mapping(text, f"{envvars.CONFIG}={path}")
 
 
 def _as_mapping(text: str, source: str) -> dict[str, Any]:
@@ -243,10 +231,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> KuberunnerConfig:
     """Read and validate the configuration from `KUBERUNNER_CONFIG` and the overrides."""
     env = os.environ if environ is None else environ
     data: dict[str, Any] = {}
-    if path := env.get(CONFIG_ENV):
+    if path := env.get(envvars.CONFIG):
         data = deep_merge(data, _read_file(path))
-    if overrides := env.get(OVERRIDES_ENV):
-        data = deep_merge(data, _as_mapping(overrides, OVERRIDES_ENV))
+    if overrides := env.get(envvars.CONFIG_OVERRIDES):
+        data = deep_merge(data, _as_mapping(overrides, envvars.CONFIG_OVERRIDES))
     return build_config(data)
 
 

@@ -25,6 +25,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
 
+from kuberunner.envvars import CUDA_VISIBLE_DEVICES
 from kuberunner.exceptions import ResourceError
 
 CPU: Final = "cpu"
@@ -228,7 +229,7 @@ def visible_gpus(environ: Mapping[str, str] | None = None) -> list[int]:
         except Exception:  # no driver or library: no usable GPU
             return []
     env = os.environ if environ is None else environ
-    visible = env.get("CUDA_VISIBLE_DEVICES", "").strip()
+    visible = env.get(CUDA_VISIBLE_DEVICES, "").strip()
     count = 0
     # CUDA stops at the first invalid entry; inside the process devices are renumbered 0..n-1.
     for entry in visible.split(","):

@@ -273,9 +273,9 @@ class Runner(AbstractRunner):
     def init_client(
         self, handle_class: type[RunnerHandle] | None = None, *args: Any, **kwargs: Any
     ) -> None:
-        """Send calls to a runner server; the default handle is `kuberunner.client`'s."""
+        """Send calls to a runner server; the default handle is `kuberunner.handles.remote`'s."""
         if handle_class is None:
-            from kuberunner.client import (  # type: ignore[import-not-found,unused-ignore]
+            from kuberunner.handles.remote import (  # type: ignore[import-not-found,unused-ignore]
                 RemoteRunnerHandle,  # lazy: httpx is only needed for remote runners
             )
 

@@ -26,24 +26,13 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 from kuberunner import resources as res
+from kuberunner.envvars import CUDA_VISIBLE_DEVICES, THREAD_ENVS
 
 logger = logging.getLogger(__name__)
 
-THREAD_ENVS: Final = (
-    "BENTOML_NUM_THREAD",
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "RAYON_RS_NUM_CPUS",
-    "TF_NUM_INTEROP_THREADS",
-    "TF_NUM_INTRAOP_THREADS",
-)
-CUDA_VISIBLE_DEVICES: Final = "CUDA_VISIBLE_DEVICES"
 
 ResourceRequest = Mapping[str, Any] | str | None
 

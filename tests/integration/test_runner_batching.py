@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from fixtures.runnables.serving import ServerProcess, env_map, run_server, runner_args
-from kuberunner.server import wire
+from kuberunner import wire
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -11,7 +11,7 @@ import pytest
 from fixtures.runnables.example_runnables import Adder
 from fixtures.runnables.serving import ServerProcess, env_map, free_port, run_server, runner_args
 from kuberunner import InvalidArgument, NotFound, RemoteException, Runner
-from kuberunner.client import RemoteRunnerHandle
+from kuberunner.handles.remote import RemoteRunnerHandle
 
 
 @pytest.fixture(scope="module")

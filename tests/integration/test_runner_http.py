@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from fixtures.runnables.serving import ServerProcess, env_map, run_server, runner_args
-from kuberunner.server import wire
+from kuberunner import wire
 
 NPY = {"content-type": wire.NPY}
 

@@ -20,7 +20,7 @@ from rel_runnables import SECRET_ENV
 from runner_support import group_rss, serve, server_env, worker_pids
 
 from fixtures.runnables.serving import ServerProcess, group_members
-from kuberunner.server import wire
+from kuberunner import wire
 
 Figures = Callable[[str, object], None]
 
@@ -304,7 +304,7 @@ def test_raising_hanging_and_unserialisable_calls_fail_alone(
         assert time.monotonic() - started < 4.5
         # A sync call hanging past the timeout: 504 for it; async methods keep being served.
         # (Sync calls of the same worker queue behind it on the runnable's one thread, by design:
-        # see kuberunner/server/invoke.py. They are recorded, not asserted.)
+        # see kuberunner/handles/caller.py. They are recorded, not asserted.)
         hung, codes = asyncio.run(hang_and_others("/hang", "/aok"))
         assert hung.status_code == 504
         assert codes == [200, 200, 200]

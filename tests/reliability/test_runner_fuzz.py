@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from runner_support import serve, server_env, worker_pids
 
 from fixtures.runnables.serving import ServerProcess
-from kuberunner.server import wire
+from kuberunner import wire
 
 ROUTES = ["/", "/add", "/fail", "/invalid", "/hang", "/ahang", "/unserialisable", "/tokens",
           "/atokens", "/broken_stream", "/env", "/mean"]  # fmt: skip

@@ -17,14 +17,14 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from kuberunner.client import RUNNER_MAP_VAR
 from kuberunner.config import KuberunnerConfig, load_config
+from kuberunner.envvars import RUNNER_MAP
 from kuberunner.exceptions import ConfigError, KuberunnerException
 from kuberunner.runner import Runner
-from kuberunner.server import asgi
-from kuberunner.server.asgi import Receive, Scope, Send
-from kuberunner.server.metrics import CONTENT_TYPE, DURATION_BUCKETS
 from kuberunner.service import InferenceAPI, Service
+from kuberunner.serving import asgi
+from kuberunner.serving.asgi import Receive, Scope, Send
+from kuberunner.serving.prometheus import CONTENT_TYPE, DURATION_BUCKETS
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +67,16 @@ def _error_text(exc: BaseException) -> str:
 
 def connect_runners(service: Service, environ: Mapping[str, str]) -> None:
     """Embedded runners run here; every other runner must be in the runner map."""
-    text = environ.get(RUNNER_MAP_VAR, "")
+    text = environ.get(RUNNER_MAP, "")
     try:
         mapping = json.loads(text) if text else {}
     except ValueError as exc:
-        raise ConfigError(f"{RUNNER_MAP_VAR} is not valid JSON: {exc}") from exc
+        raise ConfigError(f"{RUNNER_MAP} is not valid JSON: {exc}") from exc
     runners = [r for r in service.runners if isinstance(r, Runner)]
     missing = sorted(r.name for r in runners if not r.embedded and r.name not in mapping)
     if missing:
         raise ConfigError(
-            f"service '{service.name}' needs runners {missing} in {RUNNER_MAP_VAR} "
+            f"service '{service.name}' needs runners {missing} in {RUNNER_MAP} "
             f"(it names {sorted(mapping)}); or mark them embedded=True to run them in-process"
         )
     for runner in runners:

@@ -31,9 +31,9 @@ def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
     from kuberunner.api_server.app import ApiServerApp
-    from kuberunner.server.loader import TargetError, import_target
-    from kuberunner.server.uvicorn_config import lean_config
+    from kuberunner.loader import TargetError, import_target
     from kuberunner.service import Service
+    from kuberunner.serving.uvicorn_config import lean_config
 
     logging.basicConfig(
         level=logging.INFO,

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 from kuberunner import Runnable
+from kuberunner.envvars import CUDA_VISIBLE_DEVICES
 
 _POSITIVE = frozenset({"good", "great", "love", "excellent", "happy", "fast", "nice"})
 _NEGATIVE = frozenset({"bad", "awful", "hate", "terrible", "sad", "slow", "broken"})
@@ -44,7 +45,7 @@ class TextGenerator(Runnable):
 
     @Runnable.method
     def devices(self) -> str:
-        return os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        return os.environ.get(CUDA_VISIBLE_DEVICES, "")
 
 
 class ImageClassifier(Runnable):

@@ -15,22 +15,28 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kuberunner import wire
 from kuberunner.exceptions import KuberunnerException
+from kuberunner.handles.caller import INLINE_MAX_SECONDS, Caller
+from kuberunner.handles.local import serve_locally
+from kuberunner.loader import build_runner
 from kuberunner.runner import Runner, RunnerMethod
-from kuberunner.server import asgi, wire
-from kuberunner.server.asgi import Receive, Scope, Send
 from kuberunner.server.batching import BatchDispatcher, Overloaded
-from kuberunner.server.invoke import INLINE_AFTER_LONE_BATCHES, INLINE_MAX_SECONDS, Invoker
-from kuberunner.server.loader import build_runner
-from kuberunner.server.metrics import CONTENT_TYPE, RunnerMetrics, render_all
+from kuberunner.server.metrics import RunnerMetrics, render_all
 from kuberunner.server.rows import BatchError
 from kuberunner.server.state import StateDir
+from kuberunner.serving import asgi
+from kuberunner.serving.asgi import Receive, Scope, Send
+from kuberunner.serving.prometheus import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
 _PROBE_OK = b"ok\n"
 IN_FLIGHT_PUBLISH_SECONDS = 0.1
 _UNKNOWN = "unknown"  # the method label of requests to paths that are no method (bounded)
+# Lone batches in a row before the inline fast path is asked for (handles/caller.py): the
+# worker has been serving one request at a time.
+INLINE_AFTER_LONE_BATCHES = 16
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,7 @@ class RunnerWorkerApp:
         self.on_fatal = on_fatal
         self.routes: dict[str, _Route] = {}
         self.runner: Runner | None = None
-        self.invoker: Invoker | None = None
+        self.caller: Caller | None = None
         self.metrics: RunnerMetrics | None = None
         self.loaded = False
         self.draining = False
@@ -103,12 +109,12 @@ class RunnerWorkerApp:
         started = time.monotonic()
         try:
             # Importing and instantiating user code may block for minutes: keep the loop free.
-            runner, invoker = await asyncio.to_thread(self._load_runner)
+            runner, caller = await asyncio.to_thread(self._load_runner)
         except BaseException:
             log.exception("worker %d could not load %s", self.settings.index, self.settings.target)
             self.on_fatal()
             return
-        self._install(runner, invoker)
+        self._install(runner, caller)
         # Everything loaded so far (modules, the model) lives as long as the process: keep it
         # out of the collector's generations, so full collections stay short under load.
         gc.freeze()
@@ -121,14 +127,13 @@ class RunnerWorkerApp:
             time.monotonic() - started,
         )
 
-    def _load_runner(self) -> tuple[Runner, Invoker]:
+    def _load_runner(self) -> tuple[Runner, Caller]:
         runner = build_runner(self.settings.target, self.settings.name)
-        runnable = runner.runnable_class(**runner.runnable_init_params)
-        return runner, Invoker(runnable, runner.name)
+        return runner, serve_locally(runner)
 
-    def _install(self, runner: Runner, invoker: Invoker) -> None:
+    def _install(self, runner: Runner, caller: Caller) -> None:
         self.runner = runner
-        self.invoker = invoker
+        self.caller = caller
         traffic = runner.config.traffic
         self.timeout = float(self.settings.timeout or traffic.timeout)
         self.max_concurrency = self.settings.max_concurrency or traffic.max_concurrency
@@ -163,7 +168,7 @@ class RunnerWorkerApp:
         routes = self.routes
 
         async def execute(call: wire.Call) -> Any:
-            assert self.invoker is not None
+            assert self.caller is not None
             dispatcher = routes[_path(name)].dispatcher
             assert dispatcher is not None
             model = dispatcher.model
@@ -176,7 +181,7 @@ class RunnerWorkerApp:
                 and model.predict(dispatcher.in_flight_rows) <= INLINE_MAX_SECONDS
                 and self._in_flight <= dispatcher.in_flight_requests
             )
-            return await self.invoker.call(name, call.args, call.kwargs, inline=inline)
+            return await self.caller.call(name, call.args, call.kwargs, inline=inline)
 
         return execute
 
@@ -189,8 +194,8 @@ class RunnerWorkerApp:
         for route in self.routes.values():
             if route.dispatcher is not None:
                 await route.dispatcher.close()
-        if self.invoker is not None:
-            self.invoker.close()
+        if self.runner is not None:
+            self.runner.destroy()  # closes the local handle's caller
 
     # --- ASGI ------------------------------------------------------------------------------
 
@@ -287,8 +292,8 @@ class RunnerWorkerApp:
                     if route.dispatcher is not None:
                         result = await route.dispatcher.submit(call)
                     else:
-                        assert self.invoker is not None
-                        result = await self.invoker.call(route.method.name, call.args, call.kwargs)
+                        assert self.caller is not None
+                        result = await self.caller.call(route.method.name, call.args, call.kwargs)
             except TimeoutError:
                 if timer.expired():
                     raise _HttpError(
@@ -339,8 +344,8 @@ class RunnerWorkerApp:
         uvicorn drops writes to a closed connection silently, so a watcher on ``receive``
         notices the client leaving and the generator is stopped instead of running on.
         """
-        assert self.invoker is not None
-        items: AsyncGenerator[Any, None] = self.invoker.stream(method.name, call.args, call.kwargs)
+        assert self.caller is not None
+        items: AsyncGenerator[Any, None] = self.caller.stream(method.name, call.args, call.kwargs)
         timer = asyncio.timeout(self.timeout)
         try:
             async with timer:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kuberunner.server import rows as rowlib
-from kuberunner.server.wire import Call
+from kuberunner.wire import Call
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import os
 import sys
 
 from kuberunner.cli import group_parser
-from kuberunner.server.plan import PlanError, worker_plan
 from kuberunner.server.supervisor import ServeOptions, Supervisor
+from kuberunner.server.worker_env import WorkerEnvError, worker_envs
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=3000)
     serve.add_argument(
-        "--workers", type=int, default=None, help="override the worker count of the plan"
+        "--workers", type=int, default=None, help="override the worker count of the worker env map"
     )
     serve.add_argument(
         "--allow-pickle",
@@ -53,8 +53,8 @@ def serve_command(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     try:
-        plan = worker_plan(args.target, args.name, os.environ, args.workers)
-    except PlanError as exc:
+        envs = worker_envs(args.target, args.name, os.environ, args.workers)
+    except WorkerEnvError as exc:
         log.error("%s", exc)
         return 2
     options = ServeOptions(
@@ -67,4 +67,4 @@ def serve_command(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         graceful_timeout=args.graceful_timeout,
     )
-    return Supervisor(options, plan).run()
+    return Supervisor(options, envs).run()

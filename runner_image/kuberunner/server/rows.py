@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-from kuberunner.server.wire import Call, is_ndarray
+from kuberunner.wire import Call, is_ndarray
 
 try:
     import numpy as np

@@ -1,4 +1,4 @@
-"""The supervisor: binds one socket, runs one worker process per plan entry, drains on SIGTERM.
+"""The supervisor: binds one socket, runs one worker process per worker env, drains on SIGTERM.
 
 Why one shared listening socket rather than SO_REUSEPORT: the supervisor binds the port once
 (failing fast if it is taken) and every worker inherits the same accept queue. A worker that
@@ -32,8 +32,9 @@ from types import FrameType
 
 from prometheus_client.multiprocess import mark_process_dead
 
-from kuberunner.server.plan import WorkerEnv
+from kuberunner import envvars
 from kuberunner.server.state import StateDir
+from kuberunner.server.worker_env import WorkerEnv
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,10 @@ def bind(host: str, port: int, backlog: int) -> socket.socket:
 
 
 class Supervisor:
-    def __init__(self, options: ServeOptions, plan: list[WorkerEnv]) -> None:
+    def __init__(self, options: ServeOptions, envs: list[WorkerEnv]) -> None:
         self.options = options
-        self.workers = [_Worker(i, env) for i, env in enumerate(plan)]
-        self.state = StateDir.create(options.name, len(plan))
+        self.workers = [_Worker(i, env) for i, env in enumerate(envs)]
+        self.state = StateDir.create(options.name, len(envs))
         self.sock: socket.socket | None = None
         self._stop_signal: int | None = None
 
@@ -117,8 +118,8 @@ class Supervisor:
         assert self.sock is not None
         env = dict(os.environ)
         env.update(worker.env)  # before the interpreter starts: nothing is imported yet
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(self.state.prometheus_dir)
-        env["KUBERUNNER_WORKER_INDEX"] = str(worker.index)
+        env[envvars.PROMETHEUS_MULTIPROC_DIR] = str(self.state.prometheus_dir)
+        env[envvars.WORKER_INDEX] = str(worker.index)
         worker.proc = subprocess.Popen(
             self._command(worker), env=env, pass_fds=(self.sock.fileno(),)
         )

@@ -22,7 +22,7 @@ import uvicorn
 
 from kuberunner.server.app import RunnerWorkerApp, WorkerSettings
 from kuberunner.server.state import StateDir
-from kuberunner.server.uvicorn_config import lean_config
+from kuberunner.serving.uvicorn_config import lean_config
 
 EXIT_LOAD_FAILED = 3
 LINGER_SECONDS = 0.3

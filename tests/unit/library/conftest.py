@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from kuberunner import envvars
+
 
 @pytest.fixture(autouse=True)
 def _clean_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("KUBERUNNER_CONFIG", raising=False)
-    monkeypatch.delenv("KUBERUNNER_CONFIG_OVERRIDES", raising=False)
+    monkeypatch.delenv(envvars.CONFIG, raising=False)
+    monkeypatch.delenv(envvars.CONFIG_OVERRIDES, raising=False)

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from kuberunner.envvars import THREAD_ENVS
 from kuberunner.resources import SystemResources
-from kuberunner.strategy import THREAD_ENVS, DefaultStrategy, plan_workers, runnable_traits
+from kuberunner.strategy import DefaultStrategy, plan_workers, runnable_traits
 
 CPU1 = runnable_traits("CPU1", ("cpu",), False)
 CPUM = runnable_traits("CPUm", ("cpu",), True)

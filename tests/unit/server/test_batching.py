@@ -10,7 +10,7 @@ import pytest
 
 from kuberunner.server.batching import BatchDispatcher, Overloaded, fit_linear
 from kuberunner.server.rows import BatchError
-from kuberunner.server.wire import Call
+from kuberunner.wire import Call
 
 
 class FakeRunnable:

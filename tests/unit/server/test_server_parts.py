@@ -1,4 +1,4 @@
-"""Pure pieces of the runner server: worker plan, pod state, metric buckets, rows, client errors."""
+"""Pure pieces of the runner server: worker env map, pod state, metric buckets, rows."""
 
 from __future__ import annotations
 
@@ -6,40 +6,36 @@ import json
 import os
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
-from kuberunner import InvalidArgument, NotFound, RemoteException, ServiceUnavailable
-from kuberunner.client import error_for, runner_address
-from kuberunner.exceptions import ConfigError
 from kuberunner.server import rows
 from kuberunner.server.metrics import batch_size_buckets
-from kuberunner.server.plan import PlanError, parse_env_map, resize
 from kuberunner.server.state import StateDir
-from kuberunner.server.wire import Call
+from kuberunner.server.worker_env import WorkerEnvError, parse_env_map, resize
+from kuberunner.wire import Call
 
 
 def test_env_map_is_ordered_and_validated() -> None:
-    plan = parse_env_map(json.dumps({"1": {"A": "b"}, "0": {"A": "a"}}))
-    assert plan == [{"A": "a"}, {"A": "b"}]
+    envs = parse_env_map(json.dumps({"1": {"A": "b"}, "0": {"A": "a"}}))
+    assert envs == [{"A": "a"}, {"A": "b"}]
     for bad, fragment in [
         ("nope", "not valid JSON"),
         ("{}", "non-empty object"),
         ('{"0": {}, "2": {}}', "keys must be ['0', '1']"),
         ('{"0": {"A": 1}}', "string values"),
     ]:
-        with pytest.raises(PlanError, match=fragment.replace("[", r"\[")):
+        with pytest.raises(WorkerEnvError, match=fragment.replace("[", r"\[")):
             parse_env_map(bad)
 
 
-def test_workers_flag_resizes_the_plan_reusing_entries() -> None:
-    plan = [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
-    assert [e["CUDA_VISIBLE_DEVICES"] for e in resize(plan, 3)] == ["0", "1", "0"]
-    assert resize(plan, None) == plan
+def test_workers_flag_resizes_the_env_map_reusing_entries() -> None:
+    envs = [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in resize(envs, 3)] == ["0", "1", "0"]
+    assert resize(envs, None) == envs
     assert resize([], 2) == [{}, {}]
-    with pytest.raises(PlanError):
-        resize(plan, 0)
+    with pytest.raises(WorkerEnvError):
+        resize(envs, 0)
 
 
 def test_pod_readiness_needs_every_live_worker_and_no_drain(tmp_path: Path) -> None:
@@ -79,26 +75,3 @@ def test_rows_split_and_merge_keep_every_argument_aligned() -> None:
     )
     with pytest.raises(rows.BatchError, match="lists batch only along dimension 0"):
         rows.count_rows(Call(([1, 2],)), 1)
-
-
-def test_client_maps_error_answers_to_library_exceptions() -> None:
-    def answer(status: int, error: str) -> httpx.Response:
-        return httpx.Response(status, json={"error": error})
-
-    assert isinstance(error_for("r", answer(400, "bad")), InvalidArgument)
-    assert isinstance(error_for("r", answer(404, "no route /x")), NotFound)
-    assert isinstance(error_for("r", answer(503, "busy")), ServiceUnavailable)
-    err = error_for("r", answer(500, "ValueError: boom"))
-    assert isinstance(err, RemoteException)
-    assert str(err) == "runner 'r' answered 500: ValueError: boom"
-    plain = error_for("r", httpx.Response(502, text="Bad Gateway"))
-    assert str(plain) == "runner 'r' answered 502: Bad Gateway"
-
-
-def test_runner_address_comes_from_the_runner_map() -> None:
-    env = {"KUBERUNNER_RUNNER_MAP": json.dumps({"a": "http://a:3000"})}
-    assert runner_address("a", env) == "http://a:3000"
-    with pytest.raises(ConfigError, match="no URL for runner 'b'"):
-        runner_address("b", env)
-    with pytest.raises(ConfigError, match="no address for runner 'a'"):
-        runner_address("a", {})

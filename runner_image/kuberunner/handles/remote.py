@@ -4,7 +4,7 @@
 ``KUBERUNNER_RUNNER_MAP`` (JSON ``{runner_name: "http://host:port"}``, which the operator
 injects into the API server). Connections are pooled HTTP/1.1 keep-alive: a sync ``httpx.Client``
 for ``run`` and one ``httpx.AsyncClient`` per event loop for ``async_run`` and streams. Numpy
-arrays travel in the binary formats of ``kuberunner.server.wire`` automatically, and error
+arrays travel in the binary formats of ``kuberunner.wire`` automatically, and error
 answers become the library's exceptions. Unlike BentoML's client, streams check the status and
 ``is_ready`` never raises (reference section 10, items 13 and 14).
 """
@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from kuberunner import wire
+from kuberunner.envvars import RUNNER_MAP
 from kuberunner.exceptions import (
     ConfigError,
     InvalidArgument,
@@ -28,30 +30,26 @@ from kuberunner.exceptions import (
     ServiceUnavailable,
 )
 from kuberunner.handles.base import RunnerHandle
-from kuberunner.server import wire
 
 if TYPE_CHECKING:
     from kuberunner.runner import Runner, RunnerMethod
-
-RUNNER_MAP_VAR = "KUBERUNNER_RUNNER_MAP"
 
 
 def runner_address(name: str, environ: Mapping[str, str] | None = None) -> str:
     """The URL of runner ``name`` from ``KUBERUNNER_RUNNER_MAP``."""
     env = os.environ if environ is None else environ
-    text = env.get(RUNNER_MAP_VAR)
+    text = env.get(RUNNER_MAP)
     if not text:
         raise ConfigError(
-            f"no address for runner '{name}': pass address=... to init_client() or set "
-            f"{RUNNER_MAP_VAR}"
+            f"no address for runner '{name}': pass address=... to init_client() or set {RUNNER_MAP}"
         )
     try:
         mapping = json.loads(text)
     except ValueError as exc:
-        raise ConfigError(f"{RUNNER_MAP_VAR} is not valid JSON: {exc}") from exc
+        raise ConfigError(f"{RUNNER_MAP} is not valid JSON: {exc}") from exc
     if not isinstance(mapping, dict) or not isinstance(mapping.get(name), str):
         known = sorted(mapping) if isinstance(mapping, dict) else []
-        raise ConfigError(f"{RUNNER_MAP_VAR} has no URL for runner '{name}' (it names {known})")
+        raise ConfigError(f"{RUNNER_MAP} has no URL for runner '{name}' (it names {known})")
     return str(mapping[name])
 
 

@@ -1,7 +1,7 @@
-"""The worker plan: one env map entry per worker process.
+"""The workers' environments: one env map entry per worker process.
 
 From ``KUBERUNNER_WORKER_ENV_MAP`` (what the operator injects) when set. Otherwise the runner is
-built in a short-lived child interpreter (``python -m kuberunner.server.plan``) and asked for
+built in a short-lived child interpreter (``python -m kuberunner.server.worker_env``) and asked for
 its ``scheduled_worker_env_map``: the supervisor never imports user code, so it never holds a
 model library in memory or runs module side effects before the workers' env is in place.
 """
@@ -13,12 +13,12 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-ENV_MAP_VAR = "KUBERUNNER_WORKER_ENV_MAP"
+from kuberunner.envvars import WORKER_ENV_MAP
 
 WorkerEnv = dict[str, str]
 
 
-class PlanError(ValueError):
+class WorkerEnvError(ValueError):
     pass
 
 
@@ -27,58 +27,61 @@ def parse_env_map(text: str) -> list[WorkerEnv]:
     try:
         raw = json.loads(text)
     except ValueError as exc:
-        raise PlanError(f"{ENV_MAP_VAR} is not valid JSON: {exc}") from exc
+        raise WorkerEnvError(f"{WORKER_ENV_MAP} is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict) or not raw:
-        raise PlanError(f'{ENV_MAP_VAR} must be a non-empty object {{"0": {{...}}, ...}}')
+        raise WorkerEnvError(f'{WORKER_ENV_MAP} must be a non-empty object {{"0": {{...}}, ...}}')
     expected = [str(i) for i in range(len(raw))]
     if sorted(raw, key=lambda k: (len(k), k)) != expected:
-        raise PlanError(f"{ENV_MAP_VAR} keys must be {expected}, got {sorted(raw)}")
-    plan: list[WorkerEnv] = []
+        raise WorkerEnvError(f"{WORKER_ENV_MAP} keys must be {expected}, got {sorted(raw)}")
+    envs: list[WorkerEnv] = []
     for key in expected:
         entry = raw[key]
         if not isinstance(entry, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in entry.items()
         ):
-            raise PlanError(f"{ENV_MAP_VAR}[{key!r}] must map names to string values")
-        plan.append(dict(entry))
-    return plan
+            raise WorkerEnvError(f"{WORKER_ENV_MAP}[{key!r}] must map names to string values")
+        envs.append(dict(entry))
+    return envs
 
 
-def resize(plan: list[WorkerEnv], workers: int | None) -> list[WorkerEnv]:
+def resize(envs: list[WorkerEnv], workers: int | None) -> list[WorkerEnv]:
     """``--workers N`` overrides the count, reusing the entries in turn."""
     if workers is None:
-        return plan
+        return envs
     if workers < 1:
-        raise PlanError(f"--workers must be at least 1, got {workers}")
-    if not plan:
+        raise WorkerEnvError(f"--workers must be at least 1, got {workers}")
+    if not envs:
         return [{} for _ in range(workers)]
-    return [dict(plan[i % len(plan)]) for i in range(workers)]
+    return [dict(envs[i % len(envs)]) for i in range(workers)]
 
 
-def compute_in_child(target: str, name: str) -> list[WorkerEnv]:
+def env_map_from_child(target: str, name: str) -> list[WorkerEnv]:
     proc = subprocess.run(
-        [sys.executable, "-m", "kuberunner.server.plan", target, name],
+        [sys.executable, "-m", "kuberunner.server.worker_env", target, name],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
     if proc.returncode != 0:
-        raise PlanError(f"computing the worker plan of {target} failed: {proc.stderr.strip()}")
-    lines = proc.stdout.strip().splitlines()  # user code may print: the plan is the last line
+        raise WorkerEnvError(
+            f"computing the worker env map of {target} failed: {proc.stderr.strip()}"
+        )
+    lines = proc.stdout.strip().splitlines()  # user code may print: the env map is the last line
     return parse_env_map(lines[-1] if lines else "")
 
 
-def worker_plan(
+def worker_envs(
     target: str, name: str, environ: Mapping[str, str], workers: int | None
 ) -> list[WorkerEnv]:
-    text = environ.get(ENV_MAP_VAR)
-    plan = parse_env_map(text) if text else compute_in_child(target, name)
-    return resize(plan, workers)
+    """One env per worker: the injected env map, else the runner's own, resized by ``workers``."""
+    text = environ.get(WORKER_ENV_MAP)
+    envs = parse_env_map(text) if text else env_map_from_child(target, name)
+    return resize(envs, workers)
 
 
 def _main(target: str, name: str) -> None:
-    from kuberunner.server.loader import build_runner
+    from kuberunner.loader import build_runner
 
     runner = build_runner(target, name)
     env_map = runner.scheduled_worker_env_map

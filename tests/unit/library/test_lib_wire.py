@@ -9,8 +9,8 @@ import struct
 import numpy as np
 import pytest
 
-from kuberunner.server import wire
-from kuberunner.server.wire import Call, WireError
+from kuberunner import wire
+from kuberunner.wire import Call, WireError
 
 ARRAYS = [
     np.ones((1, 16), dtype=np.float32),

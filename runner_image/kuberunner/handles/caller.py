@@ -1,18 +1,22 @@
-"""Calls into the runnable for the server: async methods on the loop, sync ones on one thread.
+"""Calling a runnable's methods: the one implementation the local handle and the server share.
 
-Like the library's local handle, sync methods run on one dedicated thread, so the event loop
-stays free and a (rarely thread-safe) model sees one call at a time. The server needs two
-things the handle does not expose, which is why it owns the runnable instance here:
+Sync methods run on one dedicated thread per runnable instance, so the event loop never blocks
+and a runnable (rarely thread-safe) sees one call at a time, like BentoML's CapacityLimiter(1).
+Async methods are awaited on the caller's loop (BentoML returns the un-awaited coroutine, bug 2).
+Generators are drained one item per hop onto that thread, so the loop stays free between items.
+
+Two things exist for the runner server, which serves through this class via the local handle
+(as BentoML's runner app serves through ``init_local``):
 
 - **Exact busyness.** A call abandoned by a timed-out request keeps running on that thread;
   ``busy`` counts calls until their thread really finishes, not until their caller gives up.
 - **Inline fast path.** Handing a call to a thread and back costs two thread wake-ups, about
   0.3-0.5 ms on a busy 2-core machine, which is a quarter of a 2 ms model. When the thread is
-  idle, no other request is in flight in this worker, and the method has proven fast (its
-  learned batch cost is at most ``INLINE_MAX_SECONDS``), the call runs inline on the loop
-  thread: nothing else is waiting for the loop, so blocking it briefly costs no one anything.
-  The dispatcher only asks for it after a run of batches that each held a single request.
-  A method that ever overruns ``INLINE_TRIP_SECONDS`` inline is never inlined again.
+  idle and the caller says nothing else waits for the loop (the server's dispatcher asks only
+  after a run of batches that each held a single request, for a method whose learned batch
+  cost is at most ``INLINE_MAX_SECONDS``), the call runs inline on the loop thread: blocking
+  it briefly costs no one anything. A method that ever overruns ``INLINE_TRIP_SECONDS``
+  inline is never inlined again.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-INLINE_AFTER_LONE_BATCHES = 16  # the worker has been serving one request at a time
+from kuberunner.exceptions import StateException
+
 INLINE_MAX_SECONDS = 0.01  # a GC pause worth of loop time, and only when nobody waits
 INLINE_TRIP_SECONDS = 0.25  # far above scheduling hiccups of a busy node, far below a hang
 _END = object()
@@ -34,18 +39,36 @@ def _next(iterator: Iterator[Any]) -> Any:
     return next(iterator, _END)
 
 
-class Invoker:
-    def __init__(self, runnable: object, name: str) -> None:
+class Caller:
+    """Calls the methods of one runnable instance (``runner`` names it in threads and errors)."""
+
+    def __init__(self, runnable: object, runner: str) -> None:
         self.runnable = runnable
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"runner-{name}")
+        self.runner = runner
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"kuberunner-{runner}"
+        )
         self.busy = 0  # calls submitted to the thread and not finished there yet
         self._no_inline: set[str] = set()
 
     def method(self, name: str) -> Callable[..., Any]:
         return getattr(self.runnable, name)  # type: ignore[no-any-return]
 
-    def is_async(self, name: str) -> bool:
-        return inspect.iscoroutinefunction(self.method(name))
+    def run(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Call ``name`` on the calling thread (``Runner.run``); an async method gets its own
+        event loop, unless this thread already runs one, which it must not block."""
+        result = self.method(name)(*args, **kwargs)
+        if not inspect.iscoroutine(result):
+            return result
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(result)
+        result.close()
+        raise StateException(
+            f"'{self.runner}.{name}' is async and this thread runs an event loop: use "
+            f"'await runner.{name}.async_run(...)' instead of run()."
+        )
 
     async def _on_thread(self, func: Callable[..., Any], *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -73,7 +96,7 @@ class Invoker:
                     self._no_inline.add(name)
         else:
             result = await self._on_thread(lambda: func(*args, **kwargs))
-        if inspect.iscoroutine(result):
+        if inspect.iscoroutine(result):  # a sync wrapper that returned a coroutine
             return await result
         return result
 
