@@ -99,7 +99,7 @@ async def prune(
     """Delete children of runners no longer in the spec (an invalid runner keeps its last good
     objects: a typo must not take a serving runner down)."""
     wanted = {(o["kind"], o["metadata"]["name"]) for o in rendered.objects}
-    keep_names = {plan.object_name for plan in rendered.plans if plan.invalid}
+    keep_names = {plan.object_name for plan in rendered.components if plan.invalid}
     for (kind, child_name), child in list(st.children.items()):
         if (kind, child_name) in wanted or child_name in keep_names:
             continue

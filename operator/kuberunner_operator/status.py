@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from kuberunner.envvars import CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS
 from kuberunner_operator import conditions as cond
 from kuberunner_operator import naming
 from kuberunner_operator.models import ComponentStatus, RunnerServiceStatus, WorkerSummary
-from kuberunner_operator.render.plan import Rendered, RunnerPlan
+from kuberunner_operator.render.desired import DesiredComponent, Rendered
 
 Obj = Mapping[str, Any]
 
@@ -40,7 +41,6 @@ FAILING_WAITING_REASONS = (
 )
 # Progress reasons: not ready yet, nothing wrong.
 IN_PROGRESS = frozenset({ROLLING_OUT, PENDING})
-THREAD_VARIABLE = "OMP_NUM_THREADS"
 
 
 @dataclass(frozen=True)
@@ -69,16 +69,16 @@ def _int(value: Any, default: int = 0) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def worker_summaries(plan: RunnerPlan) -> list[WorkerSummary]:
+def worker_summaries(plan: DesiredComponent) -> list[WorkerSummary]:
     """Devices and threads per worker; the env map holds only strategy settings (no user
     env, hence never a Secret value)."""
     out = []
     for key, env in sorted(plan.env_map.items(), key=lambda item: int(item[0])):
-        threads = env.get(THREAD_VARIABLE)
+        threads = env.get(OMP_NUM_THREADS)
         out.append(
             WorkerSummary(
                 index=int(key),
-                cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
+                cuda_visible_devices=env.get(CUDA_VISIBLE_DEVICES),
                 threads=int(threads) if threads and threads.isdigit() else None,
             )
         )
@@ -143,7 +143,7 @@ def _deployment_problem(deployment: Obj) -> tuple[str, str] | None:
     return None
 
 
-def component_status(plan: RunnerPlan, observed: Observed) -> ComponentStatus:
+def component_status(plan: DesiredComponent, observed: Observed) -> ComponentStatus:
     """Readiness of one runner or of the API server, with the reason when not ready."""
     runner = plan.component == naming.RUNNER_COMPONENT
     base: dict[str, Any] = {

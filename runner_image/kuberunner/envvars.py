@@ -23,10 +23,12 @@ PROMETHEUS_MULTIPROC_DIR: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 # Which GPUs a worker sees; "-1" hides them all.
 CUDA_VISIBLE_DEVICES: Final = "CUDA_VISIBLE_DEVICES"
+# One of THREAD_ENVS, all set to the same value: the one status shows per worker.
+OMP_NUM_THREADS: Final = "OMP_NUM_THREADS"
 # The thread-pool sizes the scheduling strategy sets, in BentoML 1.2.20's order.
 THREAD_ENVS: Final = (
     "BENTOML_NUM_THREAD",
-    "OMP_NUM_THREADS",
+    OMP_NUM_THREADS,
     "OPENBLAS_NUM_THREADS",
     "MKL_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS",

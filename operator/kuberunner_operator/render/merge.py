@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
+from kuberunner.merging import deep_merge
 from kuberunner_operator.models import EnvVar, PodTemplate
 
 Obj = dict[str, Any]
@@ -30,17 +31,6 @@ def merge_by_key(
     for item in inner:
         merged[key(item)] = item
     return list(merged.values())
-
-
-def deep_merge(outer: Obj, inner: Obj) -> Obj:
-    """Recursive merge of JSON objects; inner wins for leaves and lists."""
-    out = dict(outer)
-    for name, value in inner.items():
-        if isinstance(value, dict) and isinstance(out.get(name), dict):
-            out[name] = deep_merge(out[name], value)
-        else:
-            out[name] = value
-    return out
 
 
 def _dump_env(env: Iterable[EnvVar]) -> list[Obj]:

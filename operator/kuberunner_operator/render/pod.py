@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kuberunner.merging import deep_merge
 from kuberunner_operator import naming
 from kuberunner_operator.models import GPU_RESOURCE, PodTemplate, RunnerServiceSpec
-from kuberunner_operator.render.merge import deep_merge, merge_by_key
+from kuberunner_operator.render.merge import merge_by_key
 
 Obj = dict[str, Any]
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
+from kuberunner.envvars import CONFIG_OVERRIDES, RUNNER_MAP, WORKER_ENV_MAP
 from kuberunner_operator import naming
 from kuberunner_operator.models import (
     ApiServerSpec,
@@ -14,8 +15,8 @@ from kuberunner_operator.models import (
     RunnerSpec,
 )
 from kuberunner_operator.render import objects
+from kuberunner_operator.render.desired import DesiredComponent, Manifest, Rendered
 from kuberunner_operator.render.merge import merge_env, merge_pod_templates
-from kuberunner_operator.render.plan import Manifest, Rendered, RunnerPlan
 from kuberunner_operator.render.pod import Container, pod_template
 from kuberunner_operator.render.workers import (
     plan_runner_workers,
@@ -25,9 +26,6 @@ from kuberunner_operator.render.workers import (
 
 Obj = dict[str, Any]
 
-WORKER_ENV_MAP = "KUBERUNNER_WORKER_ENV_MAP"
-CONFIG_OVERRIDES = "KUBERUNNER_CONFIG_OVERRIDES"
-RUNNER_MAP = "KUBERUNNER_RUNNER_MAP"
 # The operator sets these; a user env entry of the same name is dropped (never duplicated).
 RESERVED_ENV = frozenset({WORKER_ENV_MAP, CONFIG_OVERRIDES, RUNNER_MAP})
 
@@ -124,7 +122,7 @@ def _runner_container(
 
 
 def _component_objects(
-    plan: RunnerPlan,
+    plan: DesiredComponent,
     namespace: str,
     owner: Obj,
     labels: dict[str, str],
@@ -142,10 +140,10 @@ def _component_objects(
 
 def render_runner(
     service: str, namespace: str, owner: Obj, spec: RunnerServiceSpec, runner: RunnerSpec
-) -> tuple[RunnerPlan, list[Manifest]]:
+) -> tuple[DesiredComponent, list[Manifest]]:
     object_name = naming.runner_object_name(service, runner.name)
     selector = naming.selector_labels(service, naming.RUNNER_COMPONENT, runner.name)
-    base = RunnerPlan(
+    base = DesiredComponent(
         name=runner.name,
         component=naming.RUNNER_COMPONENT,
         object_name=object_name,
@@ -185,11 +183,11 @@ def runner_map(service: str, namespace: str, spec: RunnerServiceSpec) -> dict[st
 
 def render_api_server(
     service: str, namespace: str, owner: Obj, spec: RunnerServiceSpec, api: ApiServerSpec
-) -> tuple[RunnerPlan, list[Manifest]]:
+) -> tuple[DesiredComponent, list[Manifest]]:
     object_name = naming.api_server_object_name(service)
     selector = naming.selector_labels(service, naming.API_SERVER_COMPONENT, None)
     labels = naming.common_labels(service, naming.API_SERVER_COMPONENT, None)
-    plan = RunnerPlan(
+    plan = DesiredComponent(
         name=naming.API_SERVER_STATUS_NAME,
         component=naming.API_SERVER_COMPONENT,
         object_name=object_name,
@@ -248,13 +246,13 @@ def render_service(
     `invalid` set and no objects. Same input, same output (applies are no-ops)."""
     parsed = spec if isinstance(spec, RunnerServiceSpec) else RunnerServiceSpec.model_validate(spec)
     owner = objects.owner_reference(name, uid)
-    plans: list[RunnerPlan] = []
+    plans: list[DesiredComponent] = []
     manifests: list[Manifest] = []
     for runner in parsed.runners:
         plan, out = render_runner(name, namespace, owner, parsed, runner)
         plans.append(plan)
         manifests.extend(out)
-    api_plan: RunnerPlan | None = None
+    api_plan: DesiredComponent | None = None
     if parsed.api_server is not None:
         api_plan, out = render_api_server(name, namespace, owner, parsed, parsed.api_server)
         manifests.extend(out)

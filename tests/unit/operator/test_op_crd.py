@@ -127,7 +127,7 @@ def test_examples_are_valid_and_render(path: Path) -> None:
     assert body["apiVersion"] == "kuberunner.io/v1alpha1"
     spec = RunnerServiceSpec.model_validate(body["spec"])
     rendered = render_service(body["metadata"]["name"], "default", "uid", 1, spec)
-    assert all(plan.invalid is None for plan in rendered.plans)
+    assert all(plan.invalid is None for plan in rendered.components)
     assert rendered.objects
 
 

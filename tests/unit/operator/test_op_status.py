@@ -66,7 +66,7 @@ def pod(labels: dict[str, str], *, name: str = "p-1", **status: Any) -> dict[str
 def observe(
     r: Rendered, *deps: dict[str, Any], pods: list[dict[str, Any]] | None = None
 ) -> Observed:
-    names = [p.object_name for p in r.plans]
+    names = [p.object_name for p in r.components]
     return Observed(deployments=dict(zip(names, deps, strict=False)), pods=pods or [])
 
 
@@ -329,7 +329,7 @@ def test_invalid_spec_status() -> None:
 
 def test_a_refused_child_is_apply_failed_with_the_server_message() -> None:
     r = rendered()
-    name = r.plans[0].object_name
+    name = r.components[0].object_name
     message = f"Deployment {name} refused by the API server: 422 Invalid: volumes[0].name"
     observed = Observed(deployments={name: dep()}, refused={name: message})
     status, events = compute_status(r, 7, observed, None, T0)

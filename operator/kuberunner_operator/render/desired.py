@@ -1,4 +1,5 @@
-"""What rendering produces: the child objects and, per component, the plan behind them."""
+"""What rendering produces: the child objects and, per component (each runner and the API
+server), what the operator means to run: workers, env map, GPUs, replicas."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ Manifest = dict[str, Any]
 
 
 @dataclass(frozen=True)
-class RunnerPlan:
+class DesiredComponent:
     """One runner (or the API server) as the operator means to run it.
 
     `invalid` holds the strategy's message when the spec cannot be scheduled; then no objects
@@ -34,11 +35,11 @@ class Rendered:
     """Everything desired for one RunnerService, in apply order."""
 
     objects: list[Manifest]
-    runners: list[RunnerPlan]
-    api_server: RunnerPlan | None
+    runners: list[DesiredComponent]
+    api_server: DesiredComponent | None
     generation: int | None = None
 
     @property
-    def plans(self) -> list[RunnerPlan]:
+    def components(self) -> list[DesiredComponent]:
         """Runners, then the API server if any."""
         return [*self.runners, *([self.api_server] if self.api_server else [])]
