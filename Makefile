@@ -27,13 +27,23 @@ system-deps:
 test: setup tools system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# Pure tests: they need only the virtual environment (no cluster, helm, promtool or podman).
 unit: setup
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+# The tests' shared helpers, type-checked like the product (test modules themselves are not);
+# tests/reliability/conftest.py in a run of its own, as mypy cannot hold two `conftest` modules.
+TEST_HELPERS := tests/conftest.py tests/k8s_helpers.py tests/podman_helpers.py \
+	tests/integration/test_operator_support.py tests/reliability/operator_support.py \
+	tests/reliability/runner_support.py
+TEST_MYPYPATH := tests:tests/integration:tests/reliability
 
 lint: setup tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict runner_image/kuberunner operator/kuberunner_operator devtools/kuberunner_dev
+	MYPYPATH=$(TEST_MYPYPATH) $(BIN)/mypy --strict bench $(TEST_HELPERS)
+	MYPYPATH=$(TEST_MYPYPATH) $(BIN)/mypy --strict tests/reliability/conftest.py
 	bash hack/render-manifests.sh --check
 
 # Everything derived from the pydantic models: the CRD, its field reference, and the chart's copy

@@ -7,13 +7,15 @@ operator never crashes, logs no traceback, and does not hot-loop afterwards."""
 from __future__ import annotations
 
 import copy
+import os
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from operator_support import RSVC_PATH, ready_condition, services
 from test_operator_support import OperatorProcess, install_crd, new_namespace, rsvc, runner
@@ -150,15 +152,21 @@ def test_fuzzed_manifests_are_rejected_or_reported_and_never_crash_the_operator(
     outcomes: Counter[str] = Counter()
     rejected_fields: Counter[str] = Counter()
     accepted: list[str] = []
+    # A new seed every run, so that every CI run tries other manifests; printed (in the
+    # figures and on failure) so that a failing run can be replayed with KUBERUNNER_FUZZ_SEED.
+    fuzz_seed = int(os.environ.get("KUBERUNNER_FUZZ_SEED") or secrets.randbits(32))
+    figures("seed", f"KUBERUNNER_FUZZ_SEED={fuzz_seed}")
+    print(f"fuzz seed: KUBERUNNER_FUZZ_SEED={fuzz_seed}")
     try:
         op.wait_ready()
         path = RSVC_PATH.format(ns=ns)
         with api_client(cluster, timeout=30) as api:
 
+            @seed(fuzz_seed)
             @settings(
                 max_examples=600 if long_run else 100,
                 deadline=None,
-                derandomize=not long_run,
+                database=None,
                 suppress_health_check=list(HealthCheck),
             )
             @given(name=NAMES, mutations=st.lists(mutation, min_size=1, max_size=3))
@@ -219,7 +227,9 @@ def test_fuzzed_manifests_are_rejected_or_reported_and_never_crash_the_operator(
         )
         figures("accepted_reported_as", dict(reasons))
 
-        # No hot loop: once everything is reported, reconciles during an idle window stay few.
+        # No hot loop: once everything is reported, an idle window has no reconcile, except the
+        # backoff retries of services whose apply the API server refused (at most one each).
+        refused = reasons.get("ApplyFailed", 0)
         time.sleep(5)
         before = op.metric("kuberunner_operator_reconcile_total")
         idle = 15.0
@@ -228,7 +238,7 @@ def test_fuzzed_manifests_are_rejected_or_reported_and_never_crash_the_operator(
         figures(
             "reconciles_in_idle_window", f"{delta:g} in {idle:g} s for {len(accepted)} services"
         )
-        assert delta <= max(5, len(accepted) // 2), "the operator keeps reconciling idle services"
+        assert delta <= refused, "the operator keeps reconciling idle services"
         op.alive_or_raise()
         log = op.log()
         assert "Traceback" not in log

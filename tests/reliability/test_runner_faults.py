@@ -129,8 +129,9 @@ def test_overload_sheds_excess_with_503_and_recovers(
         slow = total - within  # 503s are answered at once: the slow ones are admitted calls
         figures("server_side_over_2_5s", f"{slow:g} of {len(admitted)} admitted")
         assert total >= len(results)
-        assert slow <= 0.01 * len(admitted)
-        assert sampler.peak < rss_before + 200 * 2**20, "memory grew with the offered load"
+        assert slow == 0, "admitted calls took over 2.5 s"
+        # "Memory stayed flat": the whole process group grew by less than 10 MiB.
+        assert sampler.peak < rss_before + 10 * 2**20, "memory grew with the offered load"
 
         # Full recovery: ready, and sequential calls are fast and all served.
         assert httpx.get(srv.url + "/readyz", timeout=5).status_code == 200

@@ -19,7 +19,7 @@ import yaml
 
 from kuberunner_dev.cluster.binaries import locate
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kuberunner"
 DASHBOARDS = sorted((CHART / "files" / "dashboards").glob("*.json"))
 

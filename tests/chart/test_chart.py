@@ -18,7 +18,7 @@ import yaml
 
 from kuberunner_dev.cluster.binaries import locate
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kuberunner"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 CONTRACTS = REPO / "docs" / "contracts.md"
