@@ -34,6 +34,15 @@ x = p["optional-dependencies"]; \
 [open(f"/src/requirements-{t}.txt", "w").write("\n".join(p["dependencies"] + x[e]) + "\n") \
  for t, e in (("runner", "numpy"), ("operator", "operator"))]'
 
+# The iris example's model (kuberunner.examples.iris): trained here with scikit-learn, which
+# ships the data set; only the JSON weights reach the runner image, which serves them with the
+# standard library. Pinned, so that every build serves the same weights.
+FROM python AS iris-model
+RUN python3 -m venv /opt/train \
+ && /opt/train/bin/pip install "scikit-learn==1.9.1"
+COPY runner_image/kuberunner/examples/train_iris.py /src/train_iris.py
+RUN /opt/train/bin/python /src/train_iris.py /model/iris.json
+
 # Two layers per target, so that a change to the sources replaces only a small one:
 #   /opt/venv        the dependencies (rebuilt only when pyproject.toml's dependencies change);
 #                    pip and setuptools are removed, so the final images carry no installer;
@@ -109,6 +118,7 @@ ENTRYPOINT ["kuberunner", "operator", "run"]
 FROM runtime AS runner
 COPY --from=runner-venv /opt/venv /opt/venv
 COPY --from=runner-app /opt/kuberunner /opt/kuberunner
+COPY --from=iris-model /model/iris.json /opt/kuberunner/models/iris.json
 LABEL org.opencontainers.image.title="kuberunner-runner" \
       org.opencontainers.image.description="kuberunner runner server: serves one runner's methods over HTTP"
 EXPOSE 3000

@@ -190,6 +190,23 @@ def test_runner_image_serves_batches_reports_metrics_and_stops_cleanly(
     assert seconds < 10, f"SIGTERM did not stop the server promptly ({seconds:.1f} s)"
 
 
+@pytest.mark.parametrize(
+    "served_runner", ["kuberunner.examples.iris:IrisClassifier"], indirect=True
+)
+def test_runner_image_serves_the_iris_model_trained_at_build_time(
+    served_runner: tuple[Container, str, float],
+) -> None:
+    """The model the image build trained (scikit-learn's iris data) is in the image and
+    answers real predictions; scikit-learn itself is not (only its weights are)."""
+    container, url, _ = served_runner
+    flowers = [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.7, 3.0, 5.2, 2.3]]
+    got = post_json(f"{url}/predict", {"args": [flowers], "kwargs": {}})
+    assert got.status == 200, got.body
+    assert got.json() == ["setosa", "versicolor", "virginica"]
+    probe = "import importlib.util as u; print(u.find_spec('sklearn') is None)"
+    assert container.exec("python", "-c", probe).stdout.strip() == "True"
+
+
 @pytest.mark.parametrize("served_runner", ["example_runnables:Adder"], indirect=True)
 def test_runner_image_drains_in_flight_request_on_sigterm(
     served_runner: tuple[Container, str, float],
