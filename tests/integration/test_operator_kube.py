@@ -11,6 +11,7 @@ from test_operator_support import install_crd, new_namespace, rsvc, runner
 
 from k8s_helpers import kubectl, kubectl_json
 from kuberunner_dev.cluster import ClusterInfo
+from kuberunner_operator.credentials import StaticToken
 from kuberunner_operator.informer import Informer, Source
 from kuberunner_operator.kube import (
     ApiError,
@@ -169,7 +170,9 @@ async def test_requests_queued_for_a_connection_wait_instead_of_timing_out(
 
 async def test_unreachable_server_is_a_transport_error() -> None:
     # Nothing listens on the discard port of this machine.
-    async with KubeClient(KubeConfig("https://127.0.0.1:9", False, None, "default")) as client:
+    async with KubeClient(
+        KubeConfig("https://127.0.0.1:9", False, StaticToken(None), "default")
+    ) as client:
         with pytest.raises(TransportError, match="GET /api/v1/namespaces/default"):
             await client.get("v1", "Namespace", "default")
 
