@@ -28,6 +28,7 @@ from kuberunner_operator.models import (
     RunnerServiceSpec,
     RunnerServiceStatus,
 )
+from kuberunner_operator.naming import APP_NAME, LABEL_NAME, LABEL_PART_OF
 
 JSON = dict[str, Any]
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
@@ -166,10 +167,7 @@ def build_crd() -> JSON:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": CRD_NAME,
-            "labels": {
-                "app.kubernetes.io/name": "kuberunner",
-                "app.kubernetes.io/part-of": "kuberunner",
-            },
+            "labels": {LABEL_NAME: APP_NAME, LABEL_PART_OF: APP_NAME},
         },
         "spec": {
             "group": API_GROUP,

@@ -1,12 +1,34 @@
 """The Kubernetes kinds the operator reads and writes, each defined once: apiVersion, kind,
-URL plural and scope. Every other module names a kind through these constants."""
+URL plural and scope. Every other module names a kind through these constants (the
+RunnerService's own names come from models.py, where the CRD is generated from)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-GROUP = "kuberunner.io"
-VERSION = "v1alpha1"
+from kuberunner_operator.models import API_GROUP as GROUP
+from kuberunner_operator.models import API_VERSION as VERSION
+from kuberunner_operator.models import KIND, PLURAL
+
+__all__ = [
+    "CHILD_KINDS",
+    "CRD",
+    "DEPLOYMENT",
+    "EVENT",
+    "GROUP",
+    "HPA",
+    "LATE_KINDS",
+    "LEASE",
+    "NAMESPACE",
+    "PDB",
+    "POD",
+    "RUNNER_SERVICE",
+    "SERVICE",
+    "VERSION",
+    "Kind",
+    "child_kind",
+    "lookup",
+]
 
 
 @dataclass(frozen=True)
@@ -28,7 +50,7 @@ class Kind:
         return "/".join(parts)
 
 
-RUNNER_SERVICE = Kind(f"{GROUP}/{VERSION}", "RunnerService", "runnerservices")
+RUNNER_SERVICE = Kind(f"{GROUP}/{VERSION}", KIND, PLURAL)
 DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
 SERVICE = Kind("v1", "Service", "services")
 HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
