@@ -7,6 +7,7 @@ test takes it down and checks the host; the fixture's own `down` is then a no-op
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -22,7 +23,13 @@ import pytest
 
 from k8s_helpers import REPO, apply, kubectl, kubectl_json, wait_for
 from kuberunner_dev.cluster import ClusterInfo, down, load_images, status, up
-from kuberunner_dev.cluster.hostres import cgroup_dirs, mounts_under, processes_with_arg
+from kuberunner_dev.cluster.hostres import (
+    CNI_RESULTS,
+    HOST_DIRS,
+    cgroup_dirs,
+    mounts_under,
+    processes_with_arg,
+)
 from kuberunner_dev.cluster.netsetup import TOUCHED_SYSCTLS, our_tables
 from kuberunner_dev.cluster.node import BRIDGE, NODE_IP, NODE_NAME, POD_SUBNET, NodeLayout
 from kuberunner_dev.cluster.processes import ProcessRef, is_alive
@@ -38,6 +45,7 @@ class RealCluster:
     info: ClusterInfo
     clusters_dir: Path
     sysctls_before: dict[str, str]
+    host_dirs_before: list[Path]
 
 
 def sysctls() -> dict[str, str]:
@@ -58,6 +66,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
     clusters_dir = tmp_path_factory.mktemp("real")
     name = f"pytest-node-{os.getpid()}"
     before = sysctls()
+    dirs_before = [d for d in HOST_DIRS if d.exists()]
     try:
         info = up(
             name,
@@ -70,7 +79,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
             timeout=180,
         )
         load_images([RUNNER_IMAGE], name, clusters_dir=clusters_dir)
-        yield RealCluster(info, clusters_dir, before)
+        yield RealCluster(info, clusters_dir, before, dirs_before)
     finally:
         down(name, clusters_dir=clusters_dir)
 
@@ -148,6 +157,11 @@ def client_pod(name: str, url: str) -> dict[str, Any]:
 def get(real: RealCluster, kind: str, name: str, ns: str) -> dict[str, Any]:
     obj: dict[str, Any] = kubectl_json(real.info, "get", kind, name, "-n", ns)
     return obj
+
+
+def finished_phase(real: RealCluster, name: str, ns: str) -> str | None:
+    phase = get(real, "pod", name, ns)["status"].get("phase")
+    return str(phase) if phase in ("Succeeded", "Failed") else None
 
 
 def wait_running(real: RealCluster, name: str, ns: str) -> None:
@@ -242,10 +256,7 @@ def test_service_cluster_ip_and_dns_reach_the_pod(real: RealCluster, ns: str) ->
     ):
         apply(real.info, client_pod(name, url), namespace=ns)
         phase = wait_for(
-            lambda n=name: (
-                get(real, "pod", n, ns)["status"].get("phase") in ("Succeeded", "Failed")
-                and get(real, "pod", n, ns)["status"]["phase"]
-            ),
+            functools.partial(finished_phase, real, name, ns),
             timeout=60,
             message=f"client pod {name} done",
         )
@@ -289,6 +300,9 @@ def test_down_leaves_nothing_behind(real: RealCluster) -> None:
     assert not layout.run_dir.exists()
     assert not info.state_dir.exists()
     assert sysctls() == real.sysctls_before
+    # What the kubelet and libcni write outside their configured directories.
+    assert [d for d in HOST_DIRS if d.exists()] == real.host_dirs_before
+    assert not list(CNI_RESULTS.glob("kuberunner-*")) if CNI_RESULTS.is_dir() else True
 
 
 def _start_time(pid: int) -> int:

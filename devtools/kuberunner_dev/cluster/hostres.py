@@ -4,6 +4,7 @@ that containerd started (shims and containers). Found by our own paths, never by
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -127,19 +128,51 @@ def processes_with_arg(value: str) -> list[processes.ProcessRef]:
     return refs
 
 
-# The kubelet always links each container's log here, whatever its podLogsDir.
+# Paths the kubelet and containerd's CNI library use whatever their configuration says: the
+# kubelet links each container's log into /var/log/containers and serves device plugins from
+# /var/lib/kubelet/device-plugins; libcni caches results in /var/lib/cni/results.
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
+DEVICE_PLUGIN_SOCKET = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
+CNI_RESULTS = Path("/var/lib/cni/results")
+HOST_DIRS = (CONTAINER_LOG_LINKS, Path("/var/lib/kubelet"), Path("/var/lib/cni"))
 
 
-def remove_log_links(pod_logs_dir: Path, remove_dir: bool) -> None:
-    """Remove the links the kubelet left in /var/log/containers to our pods' logs, and the
-    directory itself if the kubelet created it (`remove_dir`) and nothing else is in it."""
-    if not CONTAINER_LOG_LINKS.is_dir():
+def save_host_dirs(path: Path) -> None:
+    path.write_text(json.dumps([str(d) for d in HOST_DIRS if d.exists()]))
+
+
+def _remove_empty_tree(top: Path) -> None:
+    """rmdir `top` and its empty subdirectories; anything holding a file stays."""
+    if not top.is_dir():
+        return
+    for sub in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        top.rmdir()
+
+
+def clean_host_dirs(saved: Path, pod_logs_dir: Path, network: str) -> None:
+    """Remove what our kubelet and CNI left in HOST_DIRS, then those of HOST_DIRS that did
+    not exist before `up` (per `saved`) if they are empty now."""
+    try:
+        existed = set(json.loads(saved.read_text()))
+    except FileNotFoundError:
         return
     ours = str(pod_logs_dir.resolve()) + "/"
-    for link in CONTAINER_LOG_LINKS.iterdir():
-        if link.is_symlink() and os.readlink(link).startswith(ours):
-            link.unlink(missing_ok=True)
-    if remove_dir:
-        with contextlib.suppress(OSError):
-            CONTAINER_LOG_LINKS.rmdir()
+    if CONTAINER_LOG_LINKS.is_dir():
+        for link in CONTAINER_LOG_LINKS.iterdir():
+            if link.is_symlink() and os.readlink(link).startswith(ours):
+                link.unlink(missing_ok=True)
+    # One kubelet per machine may serve device plugins; ours is the one that ran until now.
+    DEVICE_PLUGIN_SOCKET.unlink(missing_ok=True)
+    if CNI_RESULTS.is_dir():
+        # <network>-<sandbox id>-<ifname>; containerd's loopback network shares the sandbox id.
+        mine = [f for f in CNI_RESULTS.iterdir() if f.name.startswith(f"{network}-")]
+        ids = {f.name.removeprefix(f"{network}-").rsplit("-", 1)[0] for f in mine}
+        mine += [CNI_RESULTS / f"cni-loopback-{i}-lo" for i in ids]
+        for result in mine:
+            result.unlink(missing_ok=True)
+    for directory in HOST_DIRS:
+        if str(directory) not in existed:
+            _remove_empty_tree(directory)

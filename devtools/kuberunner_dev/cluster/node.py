@@ -36,6 +36,7 @@ CLUSTER_DOMAIN = "cluster.local"
 GUARD_TABLE = ("inet", "kuberunner")
 KUBE_PROXY_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"))
 NODE_LABEL = ("kuberunner.io/real-node", "true")
+CNI_NETWORK = "kuberunner"
 
 # Start order; teardown stops the kubelet first and containerd last (see realnode.teardown).
 NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy", "coredns")
@@ -191,7 +192,7 @@ def cni_conflist(layout: NodeLayout) -> dict[str, Any]:
     """One bridge network on `kr0`; host-local IPAM keeps its leases under the node's dir."""
     return {
         "cniVersion": "1.0.0",
-        "name": "kuberunner",
+        "name": CNI_NETWORK,
         "plugins": [
             {
                 "type": "bridge",

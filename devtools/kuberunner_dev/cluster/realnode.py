@@ -22,6 +22,7 @@ from kuberunner_dev.cluster.binaries import Binaries
 from kuberunner_dev.cluster.kubeconfig import render_kubeconfig, write_kubeconfig
 from kuberunner_dev.cluster.node import (
     BRIDGE,
+    CNI_NETWORK,
     NODE_NAME,
     NodeLayout,
     cni_conflist,
@@ -99,8 +100,7 @@ def prepare_host(layout: NodeLayout) -> None:
     layout.run_dir.mkdir(mode=0o700, exist_ok=True)
     netsetup.save_sysctls(layout.root / "sysctls.json")
     netsetup.save_tables(layout.root / "nft-tables.json")
-    if hostres.CONTAINER_LOG_LINKS.exists():
-        (layout.root / "log-links-dir-existed").touch()
+    hostres.save_host_dirs(layout.root / "host-dirs.json")
     netsetup.create_bridge()
     netsetup.add_guard()
     hostres.create_cgroup_root(layout.cgroup_root)
@@ -200,8 +200,7 @@ def teardown(layout: NodeLayout, components: Sequence[ComponentRecord]) -> None:
     for name in ("kube-proxy", "coredns", "containerd"):
         _stop(components, name)
     hostres.unmount_under(layout.root, layout.run_dir)
-    existed = (layout.root / "log-links-dir-existed").exists()
-    hostres.remove_log_links(layout.pod_logs, remove_dir=not existed)
+    hostres.clean_host_dirs(layout.root / "host-dirs.json", layout.pod_logs, CNI_NETWORK)
     netsetup.remove_bridge()
     netsetup.remove_tables()
     netsetup.remove_kubelet_chains()
