@@ -265,6 +265,33 @@ def test_service_cluster_ip_and_dns_reach_the_pod(real: RealCluster, ns: str) ->
         assert logs.strip() == "200"
 
 
+API_CLIENT = """
+import ssl, urllib.error, urllib.request
+d = "/var/run/secrets/kubernetes.io/serviceaccount/"
+ctx = ssl.create_default_context(cafile=d + "ca.crt")
+auth = {"Authorization": "Bearer " + open(d + "token").read()}
+for path in ("/version", "/api/v1/namespaces/kube-system/secrets"):
+    req = urllib.request.Request("https://kubernetes.default.svc" + path, headers=auth)
+    try:
+        print(urllib.request.urlopen(req, context=ctx, timeout=5).status)
+    except urllib.error.HTTPError as exc:
+        print(exc.code)
+"""
+
+
+def test_pods_reach_the_api_server_as_their_service_account(real: RealCluster, ns: str) -> None:
+    pod = client_pod("api", "unused")
+    pod["spec"]["containers"][0]["command"] = ["python3", "-c", API_CLIENT]
+    apply(real.info, pod, namespace=ns)
+    phase = wait_for(
+        functools.partial(finished_phase, real, "api", ns), timeout=60, message="pod api done"
+    )
+    logs = kubectl(real.info, "logs", "-n", ns, "api").stdout
+    assert phase == "Succeeded", logs
+    # TLS verified against the cluster CA; authenticated, and RBAC still says no to secrets.
+    assert logs.split() == ["200", "403"]
+
+
 def test_gpu_shaped_pod_runs_on_the_real_node(real: RealCluster, ns: str) -> None:
     pod = web_pod("gpu")
     pod["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "1"}}

@@ -197,7 +197,7 @@ def _prepare_node(
     realnode.write_files(node_layout, bins, state.server, pki, node_pki, state.ports)
     state.real_node = True
     save(layout.state_file, state)
-    realnode.prepare_host(node_layout)
+    realnode.prepare_host(node_layout, state.ports["kube-apiserver"])
     return node_layout, node_pki
 
 

@@ -8,7 +8,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from kuberunner_dev.cluster.node import BRIDGE, GUARD_TABLE, KUBE_PROXY_TABLES, NODE_IP, POD_SUBNET
+from kuberunner_dev.cluster.node import (
+    BRIDGE,
+    GUARD_TABLE,
+    KUBE_PROXY_TABLES,
+    KUBERNETES_SERVICE_IP,
+    NODE_IP,
+    POD_SUBNET,
+)
 
 # Set by the kubelet (kernel tunables it insists on), and by the CNI bridge (forwarding, which
 # pod -> ClusterIP -> pod traffic needs). `down` puts back what was there before `up`.
@@ -56,8 +63,13 @@ def remove_bridge() -> None:
         _run("ip", "link", "delete", BRIDGE)
 
 
-def guard_rules() -> str:
-    """nft script: nothing is forwarded between the pod bridge and any other interface."""
+def guard_rules(apiserver_port: int) -> str:
+    """nft script of our table: nothing is forwarded between the pod bridge and any other
+    interface; and pods reach the API server (127.0.0.1 only) at the `kubernetes` Service
+    address. That DNAT runs before kube-proxy's chains (priority -150; a NAT chain cannot go
+    below conntrack's -200), which would otherwise reject the Service for having no endpoints
+    (the apiserver's loopback address cannot be one); route_localnet on the bridge lets the
+    rewritten packets in."""
     family, name = GUARD_TABLE
     return (
         f"table {family} {name} {{\n"
@@ -66,12 +78,19 @@ def guard_rules() -> str:
         f'    iifname "{BRIDGE}" oifname != "{BRIDGE}" drop\n'
         f'    oifname "{BRIDGE}" iifname != "{BRIDGE}" drop\n'
         "  }\n"
+        "  chain apiserver {\n"
+        "    type nat hook prerouting priority -150; policy accept;\n"
+        f'    iifname "{BRIDGE}" ip daddr {KUBERNETES_SERVICE_IP} tcp dport 443'
+        f" dnat ip to 127.0.0.1:{apiserver_port}\n"
+        "  }\n"
         "}\n"
     )
 
 
-def add_guard() -> None:
-    _run("nft", "-f", "-", stdin=guard_rules())
+def add_guard(apiserver_port: int) -> None:
+    _run("nft", "-f", "-", stdin=guard_rules(apiserver_port))
+    # Per-interface: it goes away with the bridge.
+    Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet").write_text("1")
 
 
 def _tables() -> set[tuple[str, str]]:

@@ -32,6 +32,8 @@ BRIDGE = "kr0"
 POD_SUBNET = ipaddress.IPv4Network("10.245.0.0/24")
 NODE_IP = str(next(POD_SUBNET.hosts()))  # 10.245.0.1, the bridge's address
 CLUSTER_DOMAIN = "cluster.local"
+# The first address of the Service range (components.SERVICE_CIDR): the `kubernetes` Service.
+KUBERNETES_SERVICE_IP = "10.96.0.1"
 # Our guard table (netsetup) and the table kube-proxy's nftables mode creates.
 GUARD_TABLE = ("inet", "kuberunner")
 KUBE_PROXY_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"))

@@ -95,14 +95,14 @@ def write_files(
         write_kubeconfig(layout.kubeconfig(component), text)
 
 
-def prepare_host(layout: NodeLayout) -> None:
+def prepare_host(layout: NodeLayout, apiserver_port: int) -> None:
     """Sysctl snapshot first (teardown restores it), then bridge, guard table, cgroup root."""
     layout.run_dir.mkdir(mode=0o700, exist_ok=True)
     netsetup.save_sysctls(layout.root / "sysctls.json")
     netsetup.save_tables(layout.root / "nft-tables.json")
     hostres.save_host_dirs(layout.root / "host-dirs.json")
     netsetup.create_bridge()
-    netsetup.add_guard()
+    netsetup.add_guard(apiserver_port)
     hostres.create_cgroup_root(layout.cgroup_root)
 
 

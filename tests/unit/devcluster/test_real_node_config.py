@@ -92,9 +92,10 @@ def test_coredns_serves_the_cluster_zone_only() -> None:
 
 
 def test_guard_drops_forwarding_between_the_bridge_and_other_interfaces() -> None:
-    rules = guard_rules()
+    rules = guard_rules(6443)
     assert f'iifname "{BRIDGE}" oifname != "{BRIDGE}" drop' in rules
     assert f'oifname "{BRIDGE}" iifname != "{BRIDGE}" drop' in rules
+    assert "dnat ip to 127.0.0.1:6443" in rules
 
 
 @pytest.mark.parametrize("real_node", [False, True])
