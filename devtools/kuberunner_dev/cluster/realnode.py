@@ -39,12 +39,28 @@ from kuberunner_dev.cluster.state import ClusterError, ComponentRecord
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 
 
+OWNER_FILE = "owner"  # in the node's /run dir: the state dir of the cluster it belongs to
+
+
+def _owner_hint() -> str:
+    """How to take down the cluster whose node holds the bridge, if its /run dir says."""
+    for run_dir in Path("/run").glob("kuberunner-*"):
+        try:
+            state_dir = Path((run_dir / OWNER_FILE).read_text().strip())
+        except OSError:
+            continue
+        return (
+            f" It belongs to the cluster in {state_dir}: stop it with `KUBERUNNER_CLUSTERS_DIR="
+            f"{state_dir.parent} kuberunner dev cluster down --name {state_dir.name}`."
+        )
+    return " Stop that cluster with `kuberunner dev cluster down --name NAME`."
+
+
 def ensure_free() -> None:
     if netsetup.bridge_exists():
         raise ClusterError(
             f"the bridge {BRIDGE} exists: another dev cluster's real node runs on this machine "
-            "(one per machine). Stop it with `kuberunner dev cluster down --name NAME`, or "
-            "start this cluster with --no-real-node."
+            f"(one per machine).{_owner_hint()} Or start this cluster with --no-real-node."
         )
 
 
@@ -98,6 +114,7 @@ def write_files(
 def prepare_host(layout: NodeLayout, apiserver_port: int) -> None:
     """Sysctl snapshot first (teardown restores it), then bridge, guard table, cgroup root."""
     layout.run_dir.mkdir(mode=0o700, exist_ok=True)
+    (layout.run_dir / OWNER_FILE).write_text(f"{layout.state_dir.resolve()}\n")
     netsetup.save_sysctls(layout.root / "sysctls.json")
     netsetup.save_tables(layout.root / "nft-tables.json")
     hostres.save_host_dirs(layout.root / "host-dirs.json")
