@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from k8s_helpers import REPO, apply, kubectl, kubectl_json, wait_for
-from kuberunner_dev.cluster import ClusterInfo, down, load_images, status, up
+from kuberunner_dev.cluster import ClusterInfo, down, status, up
 from kuberunner_dev.cluster.hostres import (
     CNI_RESULTS,
     HOST_DIRS,
@@ -58,6 +58,20 @@ def ensure_runner_image() -> None:
     subprocess.run(["bash", str(REPO / "hack" / "build-images.sh")], env=env, check=True)
 
 
+def cli(clusters_dir: Path, *args: str) -> str:
+    """`kuberunner dev cluster ARGS` against clusters in `clusters_dir`; its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-m", "kuberunner", "dev", "cluster", *args],
+        env={**os.environ, "KUBERUNNER_CLUSTERS_DIR": str(clusters_dir)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
     if os.geteuid() != 0:
@@ -78,7 +92,8 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
             die_with_parent=True,
             timeout=180,
         )
-        load_images([RUNNER_IMAGE], name, clusters_dir=clusters_dir)
+        # Through the CLI, which calls load_images.
+        cli(clusters_dir, "load-image", "--name", name, RUNNER_IMAGE)
         yield RealCluster(info, clusters_dir, before, dirs_before)
     finally:
         down(name, clusters_dir=clusters_dir)
@@ -189,6 +204,10 @@ def test_real_node_is_ready_beside_the_kwok_nodes(real: RealCluster) -> None:
     names = {c.name for c in st.components}
     assert {"containerd", "kubelet", "kube-proxy", "coredns"} <= names
     assert st.cgroup_mode in ("v1", "v1 (hybrid)", "v2")
+    shown = cli(real.clusters_dir, "status", "--name", real.info.name)
+    assert f"cgroup mode: {st.cgroup_mode}" in shown
+    for name in ("containerd", "kubelet", "kube-proxy", "coredns"):
+        assert re.search(rf"^  {name} +healthy ", shown, re.M), shown
 
 
 def test_node_processes_listen_on_loopback_or_the_bridge(real: RealCluster) -> None:

@@ -187,18 +187,17 @@ def _create_nodes(client: httpx.Client, manifests: list[dict[str, Any]]) -> None
 
 
 def _prepare_node(
-    state: ClusterState, layout: Layout, bins: Binaries, pki: Pki
-) -> tuple[NodeLayout, NodePki]:
+    state: ClusterState, layout: Layout, node_layout: NodeLayout, bins: Binaries, pki: Pki
+) -> NodePki:
     """The real node's credentials, files and host pieces (bridge, guard table, cgroup root),
     before the apiserver starts (it reads the node's tokens and certificates)."""
     realnode.ensure_free()
-    node_layout = NodeLayout(layout.state_dir, state.name)
     node_pki = make_node_pki(pki, NODE_NAME, NODE_IP)
     realnode.write_files(node_layout, bins, state.server, pki, node_pki, state.ports)
     state.real_node = True
     save(layout.state_file, state)
     realnode.prepare_host(node_layout, state.ports["kube-apiserver"])
-    return node_layout, node_pki
+    return node_pki
 
 
 def _start_node(
@@ -251,9 +250,10 @@ def _start(
         nodes=[m["metadata"]["name"] for m in manifests] + ([NODE_NAME] if shape.real_node else []),
     )
     save(layout.state_file, state)
+    node_layout = NodeLayout(directory, name)
     node_pki: NodePki | None = None
     if shape.real_node:
-        node_layout, node_pki = _prepare_node(state, layout, bins, pki)
+        node_pki = _prepare_node(state, layout, node_layout, bins, pki)
         step(f"bridge {node.BRIDGE} at {NODE_IP}, node files written")
     write_kubeconfig(
         layout.kubeconfig,
