@@ -9,6 +9,7 @@ processes created: mounts, the bridge, nftables tables, cgroups, sysctl changes,
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -57,6 +58,11 @@ def _owner_hint() -> str:
 
 
 def ensure_free() -> None:
+    if os.geteuid() != 0:
+        raise ClusterError(
+            "the real node needs root (it creates a bridge, mounts and cgroups); run as root "
+            "or start the cluster with --no-real-node"
+        )
     if netsetup.bridge_exists():
         raise ClusterError(
             f"the bridge {BRIDGE} exists: another dev cluster's real node runs on this machine "
