@@ -15,7 +15,8 @@ $(VENV)/.installed: pyproject.toml devtools/pyproject.toml
 	$(BIN)/pip install -q -e '.[operator,dev]' -e ./devtools
 	touch $@
 
-# Control-plane, kwok, helm and kubeconform binaries, built from Go modules and cached
+# Control-plane, real-node (kubelet, kube-proxy, containerd, CNI plugins, CoreDNS, pause), kwok,
+# helm and kubeconform binaries, built from Go modules and cached
 # under ~/.cache/kuberunner/bin (rebuilt only when missing or broken).
 tools:
 	bash hack/build-tools.sh

@@ -3,7 +3,7 @@
 # pinned versions, and caches them under ~/.cache/kuberunner/bin/<name>-<version>.
 # Nothing is downloaded from release pages: every binary comes from the Go module proxy.
 #   hack/build-tools.sh            build whatever is missing
-#   hack/build-tools.sh [STEP]     build only STEP (k8s, etcd, kwok, helm, kubeconform)
+#   hack/build-tools.sh [STEP]     build only STEP (k8s, etcd, kwok, helm, kubeconform, node)
 #   hack/build-tools.sh --print    print the cached path of each binary (name=path), build nothing
 set -euo pipefail
 SCRIPT=$(realpath "$0")
@@ -14,6 +14,12 @@ ETCD_VERSION=v3.6.8
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.21.4
 KUBECONFORM_VERSION=v0.7.0
+# The real node: kubelet and kube-proxy come from the k8s wrapper module (K8S_VERSION).
+CONTAINERD_VERSION=v2.4.2
+CNI_PLUGINS_VERSION=v1.10.0
+COREDNS_VERSION=v1.15.0
+# Our own sandbox ("pause") image: a static binary that waits for a signal (hack/pause/).
+PAUSE_VERSION=1.0
 
 CACHE=${KUBERUNNER_CACHE:-$HOME/.cache/kuberunner}
 BIN=$CACHE/bin
@@ -40,6 +46,8 @@ usable() { [[ -x "$1" ]] && ("$1" "${@:2}") >/dev/null 2>&1; }
 path_of() { echo "$BIN/$1-$2"; }
 
 K8S_TOOLS="kube-apiserver kube-controller-manager kube-scheduler kubectl"
+NODE_K8S_TOOLS="kubelet kube-proxy"
+CNI_PLUGINS="bridge host-local loopback portmap"
 
 # kubectl answers `--version` only with a client-side flag; the server binaries take plain --version.
 k8s_usable() {
@@ -47,9 +55,10 @@ k8s_usable() {
   else usable "$(path_of "$1" $K8S_VERSION)" --version; fi
 }
 
+# build_k8s TOOL...: the named k8s.io/kubernetes/cmd/* binaries, those missing or broken.
 build_k8s() {
   local missing=()
-  for c in $K8S_TOOLS; do k8s_usable "$c" || missing+=("$c"); done
+  for c in "$@"; do k8s_usable "$c" || missing+=("$c"); done
   ((${#missing[@]})) || return 0
   echo "build-tools: building ${missing[*]} $K8S_VERSION (cold: ~5-10 min)" >&2
   local dir=$WORK/k8s-$K8S_VERSION
@@ -80,6 +89,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
   local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
@@ -91,6 +102,72 @@ GO
     mv "$dir/$c.new" "$(path_of "$c" $K8S_VERSION)"
     k8s_usable "$c" || die "run $c after build" k8s
   done
+}
+
+# containerd, ctr and the runc shim, without CGO: the tags drop the snapshotters that need C.
+containerd_usable() { usable "$(path_of "$1" $CONTAINERD_VERSION)" --version; }
+build_containerd() {
+  local c missing=()
+  for c in containerd ctr containerd-shim-runc-v2; do containerd_usable "$c" || missing+=("$c"); done
+  ((${#missing[@]})) || return 0
+  echo "build-tools: building ${missing[*]} $CONTAINERD_VERSION" >&2
+  local gobin=$WORK/gobin-containerd-$CONTAINERD_VERSION
+  for c in "${missing[@]}"; do
+    GOBIN=$gobin go install -tags "no_btrfs no_devmapper no_zfs" \
+      -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
+      "github.com/containerd/containerd/v2/cmd/$c@$CONTAINERD_VERSION" || die "go install $c" node
+    mv "$gobin/$c" "$(path_of "$c" $CONTAINERD_VERSION)"
+    containerd_usable "$c" || die "run $c after build" node
+  done
+}
+
+# CNI plugins answer CNI_COMMAND=VERSION with their supported spec versions.
+cni_usable() { [[ -x "$1" ]] && CNI_COMMAND=VERSION "$1" </dev/null >/dev/null 2>&1; }
+build_cni() {
+  local p pkg
+  for p in $CNI_PLUGINS; do
+    cni_usable "$(path_of "cni-$p" $CNI_PLUGINS_VERSION)" && continue
+    case $p in host-local) pkg=ipam/$p ;; portmap) pkg=meta/$p ;; *) pkg=main/$p ;; esac
+    echo "build-tools: building CNI plugin $p $CNI_PLUGINS_VERSION" >&2
+    local gobin=$WORK/gobin-cni-$CNI_PLUGINS_VERSION
+    GOBIN=$gobin go install \
+      -ldflags "-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION" \
+      "github.com/containernetworking/plugins/plugins/$pkg@$CNI_PLUGINS_VERSION" || die "go install CNI $p" node
+    mv "$gobin/$p" "$(path_of "cni-$p" $CNI_PLUGINS_VERSION)"
+  done
+}
+
+# CoreDNS's go.mod has no replace directives, so a plain go install works.
+build_coredns() { STEP=node go_install coredns "$COREDNS_VERSION" github.com/coredns/coredns "" -version; }
+
+# The pause binary and an OCI archive holding it as localhost/kuberunner-pause:$PAUSE_VERSION.
+ROOT=$(cd "$(dirname "$SCRIPT")/.." && pwd)
+pause_image() { echo "$BIN/pause-$PAUSE_VERSION.oci.tar"; }
+build_pause() {
+  local bin
+  bin=$(path_of pause $PAUSE_VERSION)
+  if [[ ! -x $bin ]] || ! cmp -s "$ROOT/hack/pause/main.go" "$WORK/pause-$PAUSE_VERSION/main.go"; then
+    echo "build-tools: building pause $PAUSE_VERSION" >&2
+    local dir=$WORK/pause-$PAUSE_VERSION
+    mkdir -p "$dir"
+    cp "$ROOT/hack/pause/main.go" "$dir/main.go"
+    printf 'module localbuild/pause\n\ngo 1.26.0\n' >"$dir/go.mod"
+    (cd "$dir" && go build -ldflags "-s -w" -o "$bin.new" .) || die "go build pause" node
+    mv "$bin.new" "$bin"
+    rm -f "$(pause_image)"
+  fi
+  [[ -s $(pause_image) ]] && return 0
+  python3 "$ROOT/hack/pause/oci_archive.py" "$bin" "localhost/kuberunner-pause:$PAUSE_VERSION" \
+    "$(pause_image).new" || die "make the pause OCI archive" node
+  mv "$(pause_image).new" "$(pause_image)"
+}
+
+build_node() {
+  build_k8s $NODE_K8S_TOOLS
+  build_containerd
+  build_cni
+  build_coredns
+  build_pause
 }
 
 build_etcd() {
@@ -121,7 +198,7 @@ go_install() { # name version package
   usable "$(path_of "$name" "$version")" "${@:5}" && return 0
   echo "build-tools: building $name $version" >&2
   local gobin=$WORK/gobin-$name-$version
-  GOBIN=$gobin go install -ldflags "-s -w $ldflags" "$pkg@$version" || die "go install $pkg@$version" "$name"
+  GOBIN=$gobin go install -ldflags "-s -w $ldflags" "$pkg@$version" || die "go install $pkg@$version" "${STEP:-$name}"
   mv "$gobin/$name" "$(path_of "$name" "$version")"
 }
 
@@ -142,7 +219,13 @@ kwok_stages_dir() {
 }
 
 print_paths() {
-  for c in $K8S_TOOLS; do echo "$c=$(path_of "$c" $K8S_VERSION)"; done
+  for c in $K8S_TOOLS $NODE_K8S_TOOLS; do echo "$c=$(path_of "$c" $K8S_VERSION)"; done
+  for c in containerd ctr containerd-shim-runc-v2; do echo "$c=$(path_of "$c" $CONTAINERD_VERSION)"; done
+  for p in $CNI_PLUGINS; do echo "cni-$p=$(path_of "cni-$p" $CNI_PLUGINS_VERSION)"; done
+  echo "coredns=$(path_of coredns $COREDNS_VERSION)"
+  echo "pause=$(path_of pause $PAUSE_VERSION)"
+  echo "pause-image=$(pause_image)"
+  echo "pause-image-name=localhost/kuberunner-pause:$PAUSE_VERSION"
   echo "etcd=$(path_of etcd $ETCD_VERSION)"
   echo "kwok=$(path_of kwok $KWOK_VERSION)"
   echo "helm=$(path_of helm $HELM_VERSION)"
@@ -161,8 +244,8 @@ if ! flock -n 9; then
   flock 9
 fi
 case $only in
-  all) build_etcd; build_kwok; build_helm; build_kubeconform; build_k8s ;;
-  k8s) build_k8s ;; etcd) build_etcd ;; kwok) build_kwok ;; helm) build_helm ;; kubeconform) build_kubeconform ;;
-  *) echo "usage: $0 [--print|all|k8s|etcd|kwok|helm|kubeconform]" >&2; exit 2 ;;
+  all) build_etcd; build_kwok; build_helm; build_kubeconform; build_k8s $K8S_TOOLS; build_node ;;
+  k8s) build_k8s $K8S_TOOLS ;; node) build_node ;; etcd) build_etcd ;; kwok) build_kwok ;; helm) build_helm ;; kubeconform) build_kubeconform ;;
+  *) echo "usage: $0 [--print|all|k8s|etcd|kwok|helm|kubeconform|node]" >&2; exit 2 ;;
 esac
 echo "build-tools: all binaries ready in $BIN" >&2

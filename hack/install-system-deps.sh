@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the tests and benchmarks use, when missing.
+# The dev cluster's real node needs runc (containerd's runtime), iproute2 (its bridge), nftables
+# (kube-proxy's nftables mode and our guard table), conntrack (kube-proxy flushes UDP entries),
+# mount (util-linux: teardown unmounts) and openssl (the cluster's certificates).
 set -euo pipefail
-want=(podman buildah debootstrap runc uidmap prometheus wrk curl)
+want=(podman buildah debootstrap runc uidmap prometheus wrk curl iproute2 nftables conntrack mount openssl)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -356,6 +356,8 @@ def test_second_cluster_lifecycle_leaves_nothing_behind(
             "1",
             "--gpus-per-node",
             "4",
+            # kwok nodes only: the real node (one per machine) is test_real_node.py's.
+            "--no-real-node",
         )
         assert done.returncode == 0, done.stderr
         kubeconfig = Path(done.stdout.splitlines()[0])

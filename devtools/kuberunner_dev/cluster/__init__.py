@@ -1,7 +1,9 @@
 """A real local Kubernetes control plane for development and tests (`kuberunner dev cluster`).
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler built from the Kubernetes Go
-modules, plus kwok simulating CPU and GPU nodes and pod lifecycles.
+modules, kwok simulating CPU and GPU nodes and pod lifecycles, and optionally one real node
+(containerd, kubelet, kube-proxy, CoreDNS) where pods really run; `load_images` copies the
+project's podman images into it.
 
 The names below load on first use, so that building the CLI (which imports
 `kuberunner_dev.cluster.commands`) does not pay for httpx, yaml and ssl.
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
         up,
     )
     from kuberunner_dev.cluster.health import ClusterStatus, ComponentStatus, status
+    from kuberunner_dev.cluster.images import load_images
     from kuberunner_dev.cluster.state import DEFAULT_NAME, ClusterError
 
 _EXPORTS = {
@@ -34,6 +37,7 @@ _EXPORTS = {
     "ClusterStatus": "health",
     "ComponentStatus": "health",
     "status": "health",
+    "load_images": "images",
     "DEFAULT_NAME": "state",
     "ClusterError": "state",
 }
@@ -48,6 +52,7 @@ __all__ = [
     "attach_process",
     "down",
     "info",
+    "load_images",
     "status",
     "up",
 ]

@@ -15,6 +15,20 @@ from pathlib import Path
 SCRIPT_ENV = "KUBERUNNER_BUILD_TOOLS"
 
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# The real node's binaries (build-tools.sh step `node`); `pause-image` is an OCI archive.
+NODE = (
+    "kubelet",
+    "kube-proxy",
+    "containerd",
+    "ctr",
+    "containerd-shim-runc-v2",
+    "cni-bridge",
+    "cni-host-local",
+    "cni-loopback",
+    "cni-portmap",
+    "coredns",
+    "pause-image",
+)
 
 
 class BinariesError(RuntimeError):
@@ -28,6 +42,7 @@ class Binaries:
     paths: dict[str, Path]
     kwok_module: Path
     k8s_version: str
+    pause_image_name: str = ""
 
     def __getitem__(self, name: str) -> Path:
         return self.paths[name]
@@ -57,7 +72,9 @@ def parse_print_output(text: str) -> Binaries:
         version = values.pop("k8s-version")
     except KeyError as exc:
         raise BinariesError(f"build-tools.sh --print gave no {exc} line:\n{text}") from exc
-    return Binaries({name: Path(path) for name, path in values.items()}, module, version)
+    pause_name = values.pop("pause-image-name", "")
+    paths = {name: Path(path) for name, path in values.items()}
+    return Binaries(paths, module, version, pause_name)
 
 
 def _print_paths(script: Path) -> Binaries:
@@ -70,7 +87,11 @@ def _print_paths(script: Path) -> Binaries:
 
 
 def missing(binaries: Binaries, names: tuple[str, ...]) -> list[str]:
-    return [n for n in names if not os.access(binaries.paths.get(n, Path("/nonexistent")), os.X_OK)]
+    def present(path: Path) -> bool:
+        # The pause image is a data file; everything else must be executable.
+        return path.is_file() if path.suffix == ".tar" else os.access(path, os.X_OK)
+
+    return [n for n in names if not present(binaries.paths.get(n, Path("/nonexistent")))]
 
 
 def locate(names: tuple[str, ...] = CONTROL_PLANE, build: bool = True) -> Binaries:

@@ -1,5 +1,7 @@
 """`up`, `down` and `status` of a local control plane: etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler and kwok, as detached processes on 127.0.0.1."""
+kube-controller-manager, kube-scheduler and kwok, as detached processes on 127.0.0.1; and,
+optionally, one real node beside the kwok nodes (containerd, kubelet, kube-proxy, CoreDNS on
+the node's bridge; see `node` and `realnode`)."""
 
 from __future__ import annotations
 
@@ -17,14 +19,15 @@ from typing import Any
 
 import httpx
 
-from kuberunner_dev.cluster import processes
-from kuberunner_dev.cluster.binaries import locate
-from kuberunner_dev.cluster.components import COMPONENTS, PORT_NAMES, Layout, command
+from kuberunner_dev.cluster import node, processes, realnode
+from kuberunner_dev.cluster.binaries import CONTROL_PLANE, NODE, Binaries, locate
+from kuberunner_dev.cluster.components import COMPONENTS, Layout, command, port_names
 from kuberunner_dev.cluster.components import health_url as component_health_url
 from kuberunner_dev.cluster.health import probe, status
 from kuberunner_dev.cluster.kubeconfig import render_kubeconfig, write_kubeconfig
+from kuberunner_dev.cluster.node import NODE_COMPONENTS, NODE_IP, NODE_NAME, NodeLayout
 from kuberunner_dev.cluster.nodes import NodeShape, node_manifests
-from kuberunner_dev.cluster.pki import make_pki
+from kuberunner_dev.cluster.pki import NodePki, Pki, make_node_pki, make_pki
 from kuberunner_dev.cluster.stages import build_stages, render_stages
 from kuberunner_dev.cluster.state import (
     DEFAULT_NAME,
@@ -165,14 +168,14 @@ def _nodes_ready(client: httpx.Client, expected: list[str]) -> bool:
     if resp.status_code != 200:
         return False
     ready = set()
-    for node in resp.json()["items"]:
-        conditions = node.get("status", {}).get("conditions") or []
-        taints = node.get("spec", {}).get("taints") or []
+    for item in resp.json()["items"]:
+        conditions = item.get("status", {}).get("conditions") or []
+        taints = item.get("spec", {}).get("taints") or []
         is_ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
         # The node lifecycle controller lifts its not-ready taint shortly after Ready; only
         # then does the scheduler use the node.
         if is_ready and not any(t["key"] in NOT_READY_TAINTS for t in taints):
-            ready.add(node["metadata"]["name"])
+            ready.add(item["metadata"]["name"])
     return set(expected) <= ready
 
 
@@ -183,6 +186,40 @@ def _create_nodes(client: httpx.Client, manifests: list[dict[str, Any]]) -> None
             raise ClusterError(f"creating node {manifest['metadata']['name']}: {resp.text}")
 
 
+def _prepare_node(
+    state: ClusterState, layout: Layout, node_layout: NodeLayout, bins: Binaries, pki: Pki
+) -> NodePki:
+    """The real node's credentials, files and host pieces (bridge, guard table, cgroup root),
+    before the apiserver starts (it reads the node's tokens and certificates)."""
+    realnode.ensure_free()
+    node_pki = make_node_pki(pki, NODE_NAME, NODE_IP)
+    realnode.write_files(node_layout, bins, state.server, pki, node_pki, state.ports)
+    state.real_node = True
+    save(layout.state_file, state)
+    realnode.prepare_host(node_layout, state.ports["kube-apiserver"])
+    return node_pki
+
+
+def _start_node(
+    starter: _Starter,
+    bins: Binaries,
+    node_layout: NodeLayout,
+    client: httpx.Client,
+    gpus: int,
+    timeout: float,
+) -> None:
+    containerd = starter.start("containerd", node.command("containerd", bins, node_layout))
+    starter.wait_healthy(containerd, timeout)
+    # The sandbox image must be there before the first pod: nothing can be pulled.
+    realnode.import_archive(bins, node_layout, bins["pause-image"])
+    realnode.grant_coredns(client)
+    for comp in NODE_COMPONENTS[1:]:
+        starter.start(comp, node.command(comp, bins, node_layout))
+    starter.wait(f"{NODE_NAME} to register", lambda: realnode.node_registered(client), timeout)
+    if gpus:
+        realnode.advertise_gpus(client, gpus)
+
+
 def _start(
     name: str,
     directory: Path,
@@ -190,17 +227,19 @@ def _start(
     timeout: float,
     progress: Progress,
     die_with_parent: bool,
+    node_gpus: int = 0,
 ) -> ClusterInfo:
     t0 = time.monotonic()
 
     def step(message: str) -> None:
         progress(f"  {message} ({time.monotonic() - t0:.1f}s)")
 
-    bins = locate()
+    bins = locate(CONTROL_PLANE + NODE if shape.real_node else CONTROL_PLANE)
     layout = Layout(directory)
     directory.mkdir(mode=0o700, parents=True)
     pki = make_pki(layout.pki_dir, name)
-    ports = dict(zip(PORT_NAMES, processes.free_ports(len(PORT_NAMES)), strict=True))
+    names = port_names(shape.real_node)
+    ports = dict(zip(names, processes.free_ports(len(names)), strict=True))
     server = f"https://127.0.0.1:{ports['kube-apiserver']}"
     manifests = node_manifests(shape)
     state = ClusterState(
@@ -208,9 +247,14 @@ def _start(
         server=server,
         token=pki.admin_token,
         ports=ports,
-        nodes=[m["metadata"]["name"] for m in manifests],
+        nodes=[m["metadata"]["name"] for m in manifests] + ([NODE_NAME] if shape.real_node else []),
     )
     save(layout.state_file, state)
+    node_layout = NodeLayout(directory, name)
+    node_pki: NodePki | None = None
+    if shape.real_node:
+        node_pki = _prepare_node(state, layout, node_layout, bins, pki)
+        step(f"bridge {node.BRIDGE} at {NODE_IP}, node files written")
     write_kubeconfig(
         layout.kubeconfig,
         render_kubeconfig(name, server, pki.ca_cert.read_bytes(), pki.admin_token),
@@ -222,13 +266,18 @@ def _start(
     etcd = starter.start("etcd", command("etcd", bins, layout, pki, ports))
     starter.wait_healthy(etcd, timeout)
     step("etcd healthy")
-    apiserver = starter.start("kube-apiserver", command("kube-apiserver", bins, layout, pki, ports))
+    apiserver = starter.start(
+        "kube-apiserver", command("kube-apiserver", bins, layout, pki, ports, node_pki)
+    )
     starter.wait_healthy(apiserver, timeout)
     step(f"kube-apiserver ready at {server}")
     for comp in COMPONENTS[2:]:
         starter.start(comp, command(comp, bins, layout, pki, ports))
     with api_client(cluster_info) as client:
         _create_nodes(client, manifests)
+        if shape.real_node:
+            _start_node(starter, bins, node_layout, client, node_gpus, timeout)
+            step(f"{NODE_NAME} registered")
         starter.wait(
             "the default ServiceAccount",
             lambda: (
@@ -254,6 +303,8 @@ def up(
     gpu_nodes: int = 2,
     gpus_per_node: int = 8,
     *,
+    real_node: bool = False,
+    node_gpus: int = 4,
     clusters_dir: Path | None = None,
     timeout: float = 120.0,
     progress: Progress = _stderr,
@@ -262,16 +313,20 @@ def up(
     """Start cluster `name` and wait until the default ServiceAccount exists and all nodes are
     Ready. If it is already running and healthy, say so and return it unchanged.
 
-    `die_with_parent=True` ties the components' lives to the calling thread (test fixtures);
-    the CLI leaves them running in the background."""
-    shape = NodeShape(cpu_nodes=cpu_nodes, gpu_nodes=gpu_nodes, gpus_per_node=gpus_per_node)
+    `real_node=True` adds the real node (one per machine), advertising `node_gpus`
+    nvidia.com/gpu. `die_with_parent=True` ties the components' lives to the calling thread
+    (test fixtures); the CLI leaves them running in the background."""
+    shape = NodeShape(
+        cpu_nodes=cpu_nodes, gpu_nodes=gpu_nodes, gpus_per_node=gpus_per_node, real_node=real_node
+    )
     directory = cluster_dir(name, clusters_dir)
     with _locked(directory):
         existing = load(Layout(directory).state_file)
         if existing is not None:
             # Judge the control plane only: a process attached later (attach_process) that
             # died does not make the cluster itself unusable.
-            core = [c for c in status(name, clusters_dir).components if c.name in COMPONENTS]
+            own = COMPONENTS + NODE_COMPONENTS
+            core = [c for c in status(name, clusters_dir).components if c.name in own]
             if all(c.healthy for c in core):
                 progress(f"cluster {name} is already running")
                 return _info(existing, directory)
@@ -286,7 +341,7 @@ def up(
         began = time.monotonic()
         progress(f"starting cluster {name} in {directory}")
         try:
-            started = _start(name, directory, shape, timeout, progress, die_with_parent)
+            started = _start(name, directory, shape, timeout, progress, die_with_parent, node_gpus)
         except BaseException:
             _teardown(directory)
             raise
@@ -296,6 +351,8 @@ def up(
 
 def _teardown(directory: Path) -> None:
     state = load(Layout(directory).state_file)
+    if state is not None and state.real_node:
+        realnode.teardown(NodeLayout(directory, state.name), state.components)
     if state is not None:
         # Clients first, etcd last: an apiserver that loses etcd hangs in shutdown, and etcd
         # waits for the apiserver's watch streams to close.
@@ -343,7 +400,7 @@ def attach_process(
     """Record an extra process (e.g. a locally run operator) as part of cluster `name`:
     `status` reports it (alive + `health_url`, a plain-HTTP URL), `down` stops it before the
     apiserver. An earlier process attached under the same `component` name is stopped."""
-    if component in COMPONENTS:
+    if component in COMPONENTS + NODE_COMPONENTS:
         raise ClusterError(f"{component!r} is a control-plane component name; choose another")
     directory = cluster_dir(name, clusters_dir)
     layout = Layout(directory)

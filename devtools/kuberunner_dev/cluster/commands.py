@@ -1,4 +1,4 @@
-"""`kuberunner dev cluster up | down | status`.
+"""`kuberunner dev cluster up | down | status | load-image`.
 
 `register_dev` adds the `dev` group; further `dev` commands (e.g. `dev demo`) register
 themselves on the subparsers returned by `dev_group`.
@@ -28,7 +28,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from kuberunner_dev.cluster import ClusterError, up
 
     try:
-        info = up(args.name, args.cpu_nodes, args.gpu_nodes, args.gpus_per_node)
+        info = up(
+            args.name,
+            args.cpu_nodes,
+            args.gpu_nodes,
+            args.gpus_per_node,
+            real_node=args.real_node,
+            node_gpus=args.node_gpus,
+        )
     except (ClusterError, ValueError, RuntimeError) as exc:
         print(f"kuberunner dev cluster up: {exc}", file=sys.stderr)
         return 1
@@ -65,6 +72,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"cluster {st.name}: not running (no state in {st.state_dir})")
         return 1
     print(f"cluster {st.name}: {'healthy' if st.healthy else 'UNHEALTHY'} ({st.state_dir})")
+    print(f"  cgroup mode: {st.cgroup_mode}")
     for c in st.components:
         if c.healthy:
             word = "healthy"
@@ -81,6 +89,23 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0 if st.healthy else 1
 
 
+def _cmd_load_image(args: argparse.Namespace) -> int:
+    from kuberunner_dev.cluster import ClusterError
+    from kuberunner_dev.cluster.images import load_images
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        loaded = load_images(args.images, args.name, progress=say)
+    except (ClusterError, RuntimeError) as exc:
+        print(f"kuberunner dev cluster load-image: {exc}", file=sys.stderr)
+        return 1
+    for image in loaded:
+        print(image)
+    return 0
+
+
 def dev_group(groups: Groups) -> Groups:
     """Add the `dev` group and return its subparsers."""
     _, dev_cmds = group_parser(groups, "dev", "Development helpers: a local Kubernetes cluster.")
@@ -92,7 +117,8 @@ def register_cluster(dev_cmds: Groups) -> None:
         dev_cmds,
         "cluster",
         "A real local control plane (etcd, kube-apiserver, controller-manager, scheduler) "
-        "with kwok-simulated CPU and GPU nodes.",
+        "with one real node (containerd, kubelet, kube-proxy, CoreDNS) and kwok-simulated CPU "
+        "and GPU nodes.",
     )
     p_up = cmds.add_parser(
         "up",
@@ -105,6 +131,18 @@ def register_cluster(dev_cmds: Groups) -> None:
     p_up.add_argument("--gpu-nodes", type=int, default=2, help="GPU nodes (default: 2)")
     p_up.add_argument(
         "--gpus-per-node", type=int, default=8, help="nvidia.com/gpu per GPU node (default: 8)"
+    )
+    p_up.add_argument(
+        "--no-real-node",
+        dest="real_node",
+        action="store_false",
+        help="kwok nodes only: no kubelet, containerd or bridge on this machine",
+    )
+    p_up.add_argument(
+        "--node-gpus",
+        type=int,
+        default=4,
+        help="nvidia.com/gpu the real node advertises, without a GPU (default: 4)",
     )
     p_up.set_defaults(func=_cmd_up)
 
@@ -122,6 +160,18 @@ def register_cluster(dev_cmds: Groups) -> None:
     )  # fmt: skip
     _add_name(p_status)
     p_status.set_defaults(func=_cmd_status)
+
+    p_load = cmds.add_parser(
+        "load-image", help="copy images from the project's podman store into the real node",
+        description="Save each image from the podman store of hack/build-images.sh and import "
+        "it into the real node's containerd (namespace k8s.io), so pods run it with "
+        "imagePullPolicy IfNotPresent or Never."
+    )  # fmt: skip
+    _add_name(p_load)
+    p_load.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="e.g. localhost/kuberunner-runner:dev"
+    )
+    p_load.set_defaults(func=_cmd_load_image)
 
 
 def register_dev(groups: Groups) -> Groups:

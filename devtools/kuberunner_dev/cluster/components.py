@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kuberunner_dev.cluster.binaries import Binaries
+from kuberunner_dev.cluster.node import NODE_PORT_NAMES
+from kuberunner_dev.cluster.node import health_url as node_health_url
 from kuberunner_dev.cluster.nodes import KWOK_ANNOTATION
-from kuberunner_dev.cluster.pki import Pki
+from kuberunner_dev.cluster.pki import NodePki, Pki
 
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
@@ -56,8 +58,14 @@ class Layout:
         return self.state_dir / "logs" / f"{component}.log"
 
 
+def port_names(real_node: bool) -> tuple[str, ...]:
+    return PORT_NAMES + NODE_PORT_NAMES if real_node else PORT_NAMES
+
+
 def health_url(component: str, ports: dict[str, int]) -> str:
     """The URL whose 200 answer means `component` is healthy."""
+    if component not in COMPONENTS:
+        return node_health_url(component, ports)
     port = ports[component]
     return {
         "etcd": f"http://127.0.0.1:{port}/health",
@@ -68,8 +76,30 @@ def health_url(component: str, ports: dict[str, int]) -> str:
     }[component]
 
 
+def _kubelet_access(pki: Pki, node_pki: NodePki | None) -> list[str]:
+    """apiserver flags for a real node: client certificates (the kubelet's) are accepted, the
+    Node authorizer limits each kubelet to its own node, and the apiserver reaches kubelets
+    (logs, exec) at their InternalIP (the bridge address; their names resolve nowhere) with
+    its own client certificate, verifying theirs against the cluster CA."""
+    if node_pki is None:
+        return ["--authorization-mode=RBAC"]
+    return [
+        "--authorization-mode=Node,RBAC",
+        f"--client-ca-file={pki.ca_cert}",
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--kubelet-client-certificate={node_pki.apiserver_kubelet_cert}",
+        f"--kubelet-client-key={node_pki.apiserver_kubelet_key}",
+        f"--kubelet-certificate-authority={pki.ca_cert}",
+    ]
+
+
 def command(
-    component: str, bins: Binaries, layout: Layout, pki: Pki, ports: dict[str, int]
+    component: str,
+    bins: Binaries,
+    layout: Layout,
+    pki: Pki,
+    ports: dict[str, int],
+    node_pki: NodePki | None = None,
 ) -> list[str]:
     """The argv that starts `component`, bound to 127.0.0.1 on its port."""
     kubeconfig = str(layout.kubeconfig)
@@ -101,7 +131,7 @@ def command(
             f"--tls-cert-file={pki.serving_cert}",
             f"--tls-private-key-file={pki.serving_key}",
             f"--token-auth-file={pki.token_file}",
-            "--authorization-mode=RBAC",
+            *_kubelet_access(pki, node_pki),
             f"--service-account-issuer={SA_ISSUER}",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from kuberunner_dev.cluster import processes
+from kuberunner_dev.cluster import hostres, processes
 from kuberunner_dev.cluster.components import Layout
 from kuberunner_dev.cluster.state import DEFAULT_NAME, ComponentRecord, cluster_dir, load
 
@@ -31,6 +31,8 @@ class ClusterStatus:
     state_dir: Path
     exists: bool
     components: tuple[ComponentStatus, ...] = ()
+    # The host's cgroup layout; the real node's kubelet runs on v1 only by explicit consent.
+    cgroup_mode: str = ""
 
     @property
     def healthy(self) -> bool:
@@ -84,8 +86,9 @@ def status(name: str = DEFAULT_NAME, clusters_dir: Path | None = None) -> Cluste
     """Per-component health of cluster `name` (process alive and its health endpoint)."""
     directory = cluster_dir(name, clusters_dir)
     state = load(Layout(directory).state_file)
+    mode = hostres.cgroup_mode()
     if state is None:
-        return ClusterStatus(name, directory, exists=False)
+        return ClusterStatus(name, directory, exists=False, cgroup_mode=mode)
     ca = Layout(directory).pki_dir / "ca.crt"
     comps = tuple(_component_status(c, state.token, ca, directory) for c in state.components)
-    return ClusterStatus(name, directory, exists=True, components=comps)
+    return ClusterStatus(name, directory, exists=True, components=comps, cgroup_mode=mode)

@@ -9,8 +9,25 @@ from typing import Any
 import yaml
 
 
-def render_kubeconfig(name: str, server: str, ca_cert_pem: bytes, token: str) -> str:
-    """A kubeconfig whose single context `name` reaches `server` as the admin user."""
+def render_kubeconfig(
+    name: str,
+    server: str,
+    ca_cert_pem: bytes,
+    token: str | None = None,
+    *,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+    user: str | None = None,
+) -> str:
+    """A kubeconfig whose single context `name` reaches `server` as one user: by bearer token
+    (the admin by default) or by client certificate (the kubelet)."""
+    credentials: dict[str, str] = {}
+    if token is not None:
+        credentials["token"] = token
+    if client_cert is not None and client_key is not None:
+        credentials["client-certificate"] = str(client_cert)
+        credentials["client-key"] = str(client_key)
+    user_name = user or f"{name}-admin"
     config: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -23,11 +40,11 @@ def render_kubeconfig(name: str, server: str, ca_cert_pem: bytes, token: str) ->
                 },
             }
         ],
-        "users": [{"name": f"{name}-admin", "user": {"token": token}}],
+        "users": [{"name": user_name, "user": credentials}],
         "contexts": [
             {
                 "name": name,
-                "context": {"cluster": name, "user": f"{name}-admin", "namespace": "default"},
+                "context": {"cluster": name, "user": user_name, "namespace": "default"},
             }
         ],
         "current-context": name,

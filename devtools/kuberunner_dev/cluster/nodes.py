@@ -1,4 +1,12 @@
-"""The fake nodes of a dev cluster, as Node objects that kwok manages."""
+"""The fake nodes of a dev cluster, as Node objects that kwok manages.
+
+Pod placement when the cluster also has a real node (`node.NODE_NAME`): the kwok CPU nodes
+carry SIMULATED_TAINT and the kwok GPU nodes GPU_TAINT, so an ordinary pod lands on the real
+node and runs for real. Only a pod that tolerates `kuberunner.io/simulated` (or, for the GPU
+nodes, `nvidia.com/gpu`) may be placed on a kwok node, where kwok fakes its lifecycle. The real
+node advertises a few `nvidia.com/gpu` too, so a GPU-shaped pod can also run for real. Without
+a real node the kwok CPU nodes are untainted and take every pod.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ GPU_LABEL = ("nvidia.com/gpu.present", "true")
 # Node addresses only show up in `kubectl get nodes -o wide` and pods' hostIP; nothing routes them.
 NODE_NETWORK = ipaddress.IPv4Network("172.30.0.0/16")
 GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
+SIMULATED_TAINT = {"key": "kuberunner.io/simulated", "value": "true", "effect": "NoSchedule"}
 
 
 @dataclass(frozen=True)
@@ -25,11 +34,12 @@ class NodeShape:
     cpu: str = "8"
     memory: str = "32Gi"
     pods: str = "110"
+    real_node: bool = False
 
     def __post_init__(self) -> None:
         if self.cpu_nodes < 0 or self.gpu_nodes < 0:
             raise ValueError("node counts must be >= 0")
-        if self.cpu_nodes + self.gpu_nodes == 0:
+        if self.cpu_nodes + self.gpu_nodes == 0 and not self.real_node:
             raise ValueError("a cluster needs at least one node")
         if self.gpu_nodes and self.gpus_per_node < 1:
             raise ValueError("--gpus-per-node must be >= 1 when there are GPU nodes")
@@ -49,6 +59,8 @@ def node_manifest(name: str, shape: NodeShape, gpus: int, address: str) -> dict[
         resources[GPU_RESOURCE] = str(gpus)
         labels[GPU_LABEL[0]] = GPU_LABEL[1]
         spec["taints"] = [dict(GPU_TAINT)]
+    elif shape.real_node:
+        spec["taints"] = [dict(SIMULATED_TAINT)]
     return {
         "apiVersion": "v1",
         "kind": "Node",

@@ -176,3 +176,9 @@ def log_tail(path: Path, lines: int = 20) -> str:
     except FileNotFoundError:
         return ""
     return "\n".join(data.splitlines()[-lines:])
+
+
+def ref_of(pid: int) -> ProcessRef | None:
+    """A reference to a running process we did not start ourselves (e.g. a containerd shim)."""
+    start = _start_time(pid)
+    return None if start is None else ProcessRef(pid, start)

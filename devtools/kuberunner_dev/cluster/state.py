@@ -60,6 +60,8 @@ class ClusterState:
     ports: dict[str, int]
     nodes: list[str]
     components: list[ComponentRecord] = field(default_factory=list)
+    # Set before the real node touches the host, so a failed `up` still cleans up after it.
+    real_node: bool = False
 
 
 def save(path: Path, state: ClusterState) -> None:
