@@ -6,6 +6,7 @@ One operator process (the real CLI) serves the module; it watches only namespace
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from test_operator_support import (
 )
 
 from k8s_helpers import apply, kubectl, kubectl_json, wait_for
+from kuberunner import Runnable
 from kuberunner_dev.cluster import ClusterInfo
 
 pytestmark = pytest.mark.cluster
@@ -398,3 +400,11 @@ def test_long_named_services_get_pod_reasons_and_ready_from_events(
     apply(cluster, rsvc(name, [gpu_runner("big", 4)]), namespace=ns)
     kubectl_wait_ready(cluster, ns, name, timeout=45)
     assert runner_status(cluster, ns, name, "big")["readyReplicas"] == 1
+
+
+def test_the_runnable_these_tests_deploy_is_one_the_runner_image_ships() -> None:
+    """kwok starts nothing, so a wrong runnable path would go unnoticed here: check it."""
+    module_name, _, class_name = runner("r")["runnable"].partition(":")
+    runnable = getattr(importlib.import_module(module_name), class_name)
+    assert issubclass(runnable, Runnable)
+    assert module_name.startswith("kuberunner.")  # installed in the image, not a test fixture
