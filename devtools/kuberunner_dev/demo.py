@@ -1,34 +1,39 @@
-"""`kuberunner dev demo`: the README's main job, end to end.
+"""`kuberunner dev demo`: the README's main job, end to end, on real pods.
 
-Brings up the local cluster (unless a KUBECONFIG is set), installs the Helm chart, makes sure an
-operator reconciles, applies the examples and shows `kubectl get rsvc` until every service is
-Ready. On the local cluster kwok only simulates pods, so the chart's operator pod cannot run
-anything: the demo then runs the operator as a local process, authenticated as the chart's own
-ServiceAccount, so the chart's RBAC is what it works with.
+Without a KUBECONFIG it brings up the local cluster with its real node, builds the images and
+loads them into the node. Then, on any cluster: Helm installs the chart, whose operator pod runs
+under the chart's ServiceAccount and RBAC; the iris example (a real model behind an API server)
+and the GPU example are applied; `kubectl wait --for=condition=Ready` waits on what the kubelet's
+probes report; and one prediction goes through the API server's Service. The GPU example's pods
+land on kwok's simulated GPU nodes (the output says so); the iris pods run on the real node.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import attrs
-
-if TYPE_CHECKING:
-    from kuberunner_dev.cluster import ClusterInfo
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE = "kuberunner"
 OPERATOR_NAMESPACE = "kuberunner-system"
 DEMO_NAMESPACE = "kuberunner-demo"
-EXAMPLES = ("cpu-runner.yaml", "gpu-runner.yaml")
-OPERATOR_COMPONENT = "operator (demo)"
+# (file, RunnerService name): iris runs on the real node, llm on simulated GPU nodes.
+EXAMPLES = (("iris.yaml", "iris"), ("gpu-runner.yaml", "llm"))
+IMAGES = ("localhost/kuberunner-runner:dev", "localhost/kuberunner-operator:dev")
+# The iris example's API server Service (naming.api_server_object_name("iris")), and a request.
+API_SERVICE = "iris-api"
+FLOWERS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 
 
 class DemoError(RuntimeError):
@@ -59,86 +64,55 @@ def _say(message: str) -> None:
     print(f"==> {message}", flush=True)
 
 
-def _local_cluster(name: str) -> Path:
+def _timed(timings: dict[str, float], label: str, began: float) -> float:
+    took = time.monotonic() - began
+    timings[label] = took
+    return took
+
+
+def _local_cluster(name: str, timings: dict[str, float]) -> Path:
     from kuberunner_dev.cluster import up
+    from kuberunner_dev.cluster.images import load_images
 
-    _say(f"starting the local cluster {name!r} (no KUBECONFIG set)")
-    return up(name).kubeconfig
+    _say(f"starting the local cluster {name!r} with its real node (no KUBECONFIG set)")
+    began = time.monotonic()
+    kubeconfig = up(name, real_node=True).kubeconfig
+    _say(f"cluster up ({_timed(timings, 'cluster up', began):.1f}s)")
+    _say("building the images with podman (cached; a cold build takes several minutes)")
+    began = time.monotonic()
+    done = subprocess.run(
+        ["bash", str(REPO / "hack" / "build-images.sh")], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise DemoError(f"hack/build-images.sh failed:\n{done.stderr.strip()[-3000:]}")
+    load_images(IMAGES, name)
+    took = _timed(timings, "images built and loaded", began)
+    _say(f"{' and '.join(IMAGES)} loaded into the node's containerd ({took:.1f}s)")
+    return kubeconfig
 
 
-def _install_chart(tools: Tools) -> None:
-    _say("installing the operator with Helm (chart charts/kuberunner)")
+def _install_chart(tools: Tools, timings: dict[str, float]) -> None:
+    _say("installing the operator with Helm (chart charts/kuberunner, helm --wait)")
     began = time.monotonic()
     tools.run(
         "helm install",
         [
             tools.helm, "upgrade", "--install", RELEASE, REPO / "charts" / "kuberunner",
-            "--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--wait", "--timeout", "3m",
+            "--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--wait", "--timeout", "5m",
         ],
         quiet=True,
     )  # fmt: skip
-    _say(f"chart installed and its operator Deployment Available ({time.monotonic() - began:.1f}s)")
-
-
-def _service_account_kubeconfig(tools: Tools, cluster: ClusterInfo) -> Path:
-    """A kubeconfig that authenticates as the chart's operator ServiceAccount."""
-    account = tools.run(
-        "find the operator ServiceAccount",
-        [
-            tools.kubectl, "get", "serviceaccount", "-n", OPERATOR_NAMESPACE, "-l",
-            f"app.kubernetes.io/instance={RELEASE}", "-o", "jsonpath={.items[0].metadata.name}",
-        ],
-        quiet=True,
-    ).strip()  # fmt: skip
-    token = tools.run(
-        "create a token for the operator ServiceAccount",
-        [tools.kubectl, "create", "token", account, "-n", OPERATOR_NAMESPACE, "--duration", "24h"],
-        quiet=True,
-    ).strip()
-    path = cluster.state_dir / "operator-serviceaccount.kubeconfig"
-    path.write_text(
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters:\n- name: local\n  cluster:\n    server: {cluster.server}\n"
-        f"    certificate-authority: {cluster.ca_cert}\n"
-        f"users:\n- name: {account}\n  user:\n    token: {token}\n"
-        f"contexts:\n- name: operator\n  context:\n    cluster: local\n    user: {account}\n"
-        "current-context: operator\n"
+    took = _timed(timings, "chart installed, operator pod Ready", began)
+    _say(f"operator pod Ready, running under the chart's ServiceAccount ({took:.1f}s):")
+    tools.run(
+        "list the operator pods",
+        [tools.kubectl, "get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "wide"],
     )
-    path.chmod(0o600)
-    return path
-
-
-def _start_local_operator(tools: Tools, cluster_name: str) -> str:
-    from kuberunner_dev.cluster import attach_process, info
-    from kuberunner_dev.cluster.processes import free_ports, spawn
-
-    cluster = info(cluster_name)
-    kubeconfig = _service_account_kubeconfig(tools, cluster)
-    metrics_port, health_port = free_ports(2)
-    log = cluster.state_dir / "logs" / "operator.log"
-    argv = [
-        sys.executable, "-m", "kuberunner", "operator", "run", "--all-namespaces",
-        "--metrics-address", f"127.0.0.1:{metrics_port}",
-        "--health-address", f"127.0.0.1:{health_port}", "--log-format", "text",
-    ]  # fmt: skip
-    env_before = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = str(kubeconfig)
-    try:
-        process = spawn(argv, log)
-    finally:
-        if env_before is None:
-            del os.environ["KUBECONFIG"]
-        else:
-            os.environ["KUBECONFIG"] = env_before
-    attach_process(
-        cluster_name, OPERATOR_COMPONENT, process, f"http://127.0.0.1:{health_port}/healthz", log
-    )
-    _say(f"operator running locally as the chart's ServiceAccount (pid {process.pid}, log {log})")
-    return f"http://127.0.0.1:{metrics_port}/metrics"
 
 
 def _apply_examples(tools: Tools) -> None:
-    _say(f"applying {', '.join(EXAMPLES)} in namespace {DEMO_NAMESPACE}")
+    names = ", ".join(f"examples/{file}" for file, _ in EXAMPLES)
+    _say(f"applying {names} in namespace {DEMO_NAMESPACE}")
     manifest = tools.run(
         "create the demo namespace",
         [tools.kubectl, "create", "namespace", DEMO_NAMESPACE, "--dry-run=client", "-o", "yaml"],
@@ -149,59 +123,145 @@ def _apply_examples(tools: Tools) -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     files: list[str | Path] = []
-    for example in EXAMPLES:
-        files += ["-f", REPO / "examples" / example]
+    for file, _ in EXAMPLES:
+        files += ["-f", REPO / "examples" / file]
     tools.run("kubectl apply", [tools.kubectl, "apply", "-n", DEMO_NAMESPACE, *files])
 
 
-def _all_ready(tools: Tools) -> bool:
-    out = tools.run(
-        "read readiness",
-        [
-            tools.kubectl, "get", "rsvc", "-n", DEMO_NAMESPACE, "-o",
-            'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}',
-        ],
-        quiet=True,
-    )  # fmt: skip
-    states = out.split()
-    return len(states) == len(EXAMPLES) and all(s == "True" for s in states)
-
-
-def _watch_until_ready(tools: Tools, timeout: float) -> float:
-    _say("waiting for every RunnerService to be Ready (kubectl get rsvc)")
+def _wait_ready(tools: Tools, timeout: float, timings: dict[str, float]) -> None:
+    services = [f"rsvc/{name}" for _, name in EXAMPLES]
+    _say(f"kubectl wait --for=condition=Ready {' '.join(services)}")
     began = time.monotonic()
-    while True:
-        tools.run("kubectl get rsvc", [tools.kubectl, "get", "rsvc", "-n", DEMO_NAMESPACE])
-        if _all_ready(tools):
-            return time.monotonic() - began
-        if time.monotonic() - began > timeout:
-            tools.run(
-                "describe", [tools.kubectl, "describe", "rsvc", "-n", DEMO_NAMESPACE], quiet=False
-            )
-            raise DemoError(
-                f"not every RunnerService was Ready within {timeout:.0f}s; the conditions above "
-                "say why (see 'Troubleshooting' in README.md)"
-            )
-        time.sleep(2)
+    done = subprocess.run(
+        [
+            str(tools.kubectl), "wait", "--for=condition=Ready", *services,
+            "-n", DEMO_NAMESPACE, f"--timeout={timeout:.0f}s",
+        ],
+        env=tools.env(), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        tools.run("describe", [tools.kubectl, "describe", "rsvc", "-n", DEMO_NAMESPACE])
+        raise DemoError(
+            f"not every RunnerService was Ready within {timeout:.0f}s; the conditions above "
+            "say why (see 'Troubleshooting' in README.md)"
+        )
+    _say(f"Ready ({_timed(timings, 'apply to Ready', began):.1f}s)")
+    tools.run(
+        "kubectl get rsvc", [tools.kubectl, "get", "rsvc", "-n", DEMO_NAMESPACE, "-o", "wide"]
+    )
 
 
-def _next_steps(tools: Tools, cluster_name: str | None, metrics_url: str | None) -> None:
+def _stamp(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def pod_phases(pod: dict[str, Any]) -> dict[str, float]:
+    """Seconds from creation to scheduled, scheduled to container started, started to Ready
+    (worker start and the first /readyz 200 the kubelet saw). Times have 1 s resolution."""
+    meta, status = pod["metadata"], pod.get("status") or {}
+    conditions = {
+        c["type"]: _stamp(c.get("lastTransitionTime")) for c in status.get("conditions") or []
+    }
+    started = None
+    for container in status.get("containerStatuses") or []:
+        started = _stamp(((container.get("state") or {}).get("running") or {}).get("startedAt"))
+    marks = [
+        ("scheduled", conditions.get("PodScheduled")),
+        ("container started", started),
+        ("workers ready", conditions.get("Ready")),
+    ]
+    out: dict[str, float] = {}
+    previous = _stamp(meta.get("creationTimestamp"))
+    for label, mark in marks:
+        if mark is None or previous is None:
+            break
+        out[label] = (mark - previous).total_seconds()
+        previous = mark
+    return out
+
+
+def _where_pods_run(tools: Tools) -> None:
+    from kuberunner_dev.cluster.node import NODE_NAME
+
+    pods = json.loads(
+        tools.run(
+            "list pods",
+            [tools.kubectl, "get", "pods", "-n", DEMO_NAMESPACE, "-o", "json"],
+            quiet=True,
+        )
+    )["items"]
+    _say("where the pods run:")
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        node = pod["spec"].get("nodeName") or "-"
+        if node == NODE_NAME:
+            phases = ", ".join(f"{k} +{v:.0f}s" for k, v in pod_phases(pod).items())
+            how = f"real node, probed by its kubelet ({phases})"
+        elif node.startswith("kwok-"):
+            how = "SIMULATED by kwok (a GPU shape this machine has not got)"
+        else:
+            how = "on the cluster's own node"
+        print(f"  {pod['metadata']['name']:<44} {node:<14} {how}")
+
+
+def _predict(tools: Tools) -> None:
+    from kuberunner_dev.cluster.processes import free_ports
+
+    (port,) = free_ports(1)
+    _say(f"one prediction through Service {API_SERVICE} (kubectl port-forward to 127.0.0.1:{port})")
+    forward = subprocess.Popen(
+        [
+            str(tools.kubectl), "port-forward", "-n", DEMO_NAMESPACE, f"svc/{API_SERVICE}",
+            f"{port}:3000", "--address", "127.0.0.1",
+        ],
+        env=tools.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        body = json.dumps({"flowers": FLOWERS}).encode()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                began = time.monotonic()
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/classify",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    result = answer.read().decode()
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline or forward.poll() is not None:
+                    err = (
+                        forward.stderr.read()
+                        if forward.poll() is not None and forward.stderr
+                        else ""
+                    )
+                    raise DemoError(f"no answer through the port-forward: {exc} {err}") from exc
+                time.sleep(0.3)
+        took = time.monotonic() - began
+        print(f"  POST /classify {json.dumps({'flowers': FLOWERS})}")
+        print(f"  -> {result}  ({took * 1000:.0f} ms)")
+    finally:
+        forward.terminate()
+        forward.wait(10)
+
+
+def _next_steps(tools: Tools, cluster_name: str | None) -> None:
     ns = DEMO_NAMESPACE
     lines = [
         "",
-        "Every RunnerService is Ready. To look further:",
+        "To look further:",
         f"  export KUBECONFIG={tools.kubeconfig}",
         f"  alias kubectl={tools.kubectl}   # v1.36, built from Go modules like the cluster",
         f"  kubectl get rsvc -n {ns} -o wide",
-        f"  kubectl describe rsvc llm -n {ns}          # conditions, per-runner workers and GPUs",
-        f"  kubectl get deploy,pods -n {ns} -o wide     # GPU pods land on kwok-gpu-* nodes",
-        f"  kubectl get deploy -n {ns} -o yaml | grep -A1 KUBERUNNER_WORKER_ENV_MAP",
+        f"  kubectl describe rsvc iris -n {ns}       # conditions, per-runner workers",
+        f"  kubectl logs -n {ns} deploy/{API_SERVICE}",
+        f"  kubectl logs -n {OPERATOR_NAMESPACE} deploy/{RELEASE}-operator",
+        "",
+        "To tear down:",
     ]
-    if metrics_url:
-        lines.append(f"  curl -s {metrics_url} | grep kuberunner_operator")
-    lines += ["", "To tear down:"]
     if cluster_name:
-        lines.append(f"  kuberunner dev cluster down --name {cluster_name}  # and the operator")
+        lines.append(f"  kuberunner dev cluster down --name {cluster_name}")
     else:
         lines += [
             f"  kubectl delete namespace {ns}",
@@ -214,22 +274,28 @@ def run_demo(args: argparse.Namespace) -> int:
     from kuberunner_dev.cluster.binaries import locate
 
     began = time.monotonic()
+    timings: dict[str, float] = {}
     try:
         binaries = locate(("kubectl", "helm"))
         external = os.environ.get("KUBECONFIG")
         cluster_name = None if external else args.name
-        kubeconfig = Path(external) if external else _local_cluster(args.name)
+        kubeconfig = Path(external) if external else _local_cluster(args.name, timings)
         tools = Tools(binaries["kubectl"], binaries["helm"], kubeconfig)
-        _install_chart(tools)
-        # On a real cluster the chart's operator pod reconciles; under kwok it cannot run.
-        metrics_url = None if cluster_name is None else _start_local_operator(tools, cluster_name)
+        _install_chart(tools, timings)
         _apply_examples(tools)
-        waited = _watch_until_ready(tools, args.timeout)
+        _wait_ready(tools, args.timeout, timings)
+        _where_pods_run(tools)
+        _predict(tools)
     except (DemoError, RuntimeError) as exc:
         print(f"kuberunner dev demo: {exc}", file=sys.stderr)
         return 1
-    _say(f"Ready after {waited:.1f}s of waiting; demo took {time.monotonic() - began:.1f}s in all")
-    _next_steps(tools, cluster_name, metrics_url)
+    total = time.monotonic() - began
+    _say(
+        "timings: "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+        + f"; total {total:.1f}s"
+    )
+    _next_steps(tools, cluster_name)
     return 0
 
 
@@ -238,13 +304,14 @@ def register_demo(dev_cmds: argparse._SubParsersAction[argparse.ArgumentParser])
 
     parser = dev_cmds.add_parser(
         "demo",
-        help="local cluster + operator + examples, shown until Ready",
-        description="Start the local cluster when no KUBECONFIG is set, install the Helm chart, "
-        "run the operator, apply examples/cpu-runner.yaml and examples/gpu-runner.yaml and show "
-        "`kubectl get rsvc` until every RunnerService is Ready.",
+        help="local cluster + operator pod + examples, Ready from real probes, one prediction",
+        description="Start the local cluster with its real node when no KUBECONFIG is set "
+        "(building and loading the images), install the Helm chart, apply examples/iris.yaml "
+        "and examples/gpu-runner.yaml, wait until both are Ready and send one prediction "
+        "through the iris API server's Service.",
     )
     parser.add_argument("--name", default=DEFAULT_NAME, help="local cluster name")
     parser.add_argument(
-        "--timeout", type=float, default=180.0, help="seconds to wait for Ready (default 180)"
+        "--timeout", type=float, default=300.0, help="seconds to wait for Ready (default 300)"
     )
     parser.set_defaults(func=run_demo)
