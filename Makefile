@@ -58,7 +58,7 @@ fmt: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-demo: setup tools
+demo: setup tools system-deps
 	$(BIN)/kuberunner dev demo
 
 # localhost/kuberunner-runner:dev and localhost/kuberunner-operator:dev, built with podman on a
