@@ -51,9 +51,18 @@ def template_digest(obj: Mapping[str, Any]) -> str | None:
 
 
 def pod_summary(pod: Mapping[str, Any]) -> JSON:
-    """The fields of a Pod that status needs: labels, annotations, node, phase and conditions."""
+    """The fields of a Pod that status needs: labels, annotations, node, each container's
+    image and limits (to name them in a reason), phase, conditions and container states."""
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
+    containers = [
+        {
+            "name": c.get("name"),
+            "image": c.get("image"),
+            "resources": {"limits": dict((c.get("resources") or {}).get("limits") or {})},
+        }
+        for c in (pod.get("spec") or {}).get("containers") or []
+    ]
     return {
         "metadata": {
             "name": meta.get("name"),
@@ -62,7 +71,7 @@ def pod_summary(pod: Mapping[str, Any]) -> JSON:
             "annotations": dict(meta.get("annotations") or {}),
             "deletionTimestamp": meta.get("deletionTimestamp"),
         },
-        "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
+        "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName"), "containers": containers},
         "status": {
             key: status[key]
             for key in ("phase", "conditions", "containerStatuses", "initContainerStatuses")

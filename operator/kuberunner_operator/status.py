@@ -39,6 +39,9 @@ FAILING_WAITING_REASONS = (
     "RunContainerError",
     "CrashLoopBackOff",
 )
+IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
+# The kernel killed the container at its memory limit (reported before the crash loop it causes).
+OOM_KILLED = "OOMKilled"
 # Progress reasons: not ready yet, nothing wrong.
 IN_PROGRESS = frozenset({ROLLING_OUT, PENDING})
 
@@ -93,27 +96,58 @@ def _matches(pod: Obj, selector: Mapping[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def last_line(text: str | None, limit: int = 300) -> str:
+    """The last non-empty line of a termination message (a traceback's error line)."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][:limit] if lines else ""
+
+
+def _container_problem(pod_name: str, container: Obj, spec: Obj) -> tuple[int, str, str] | None:
+    """(rank, reason, message) for a container that fails, naming the cause: the image that
+    cannot be pulled, the memory limit an OOM-killed container hit, the last error line of a
+    crashing one."""
+    label = f"pod {pod_name} container {container.get('name')}"
+    waiting = (container.get("state") or {}).get("waiting") or {}
+    last = (container.get("lastState") or {}).get("terminated") or {}
+    current = (container.get("state") or {}).get("terminated") or {}
+    reason = waiting.get("reason")
+    killed = current if current.get("reason") == OOM_KILLED else last
+    # An OOM kill is the cause of the crash loop that follows it (a failing pull or config
+    # of a later start is not: that is reported as it is).
+    if killed.get("reason") == OOM_KILLED and reason in (None, "CrashLoopBackOff"):
+        limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
+        within = f" of {limit}" if limit else ""
+        return -1, OOM_KILLED, f"{label}: OOMKilled: it exceeded its memory limit{within}"
+    if reason not in FAILING_WAITING_REASONS:
+        return None
+    message = f"{label}: {reason}"
+    if reason in IMAGE_REASONS:
+        message += f": image {container.get('image') or spec.get('image')}"
+    if waiting.get("message"):
+        message += f": {waiting['message']}"
+    if last.get("reason"):
+        message += f" (last exit: {last['reason']}, code {last.get('exitCode')})"
+        error = last_line(last.get("message"))
+        if error:
+            message += f"; last error: {error}"
+    return FAILING_WAITING_REASONS.index(reason), reason, message
+
+
 def pod_problem(pod: Obj) -> tuple[str, str] | None:
     """The most telling reason a pod is not running well, with a message, or None."""
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
     name = meta.get("name", "?")
+    specs = {c.get("name"): c for c in (pod.get("spec") or {}).get("containers") or []}
     containers = [
         *(status.get("initContainerStatuses") or []),
         *(status.get("containerStatuses") or []),
     ]
-    found: list[tuple[int, str, str]] = []
-    for container in containers:
-        waiting = (container.get("state") or {}).get("waiting") or {}
-        reason = waiting.get("reason")
-        if reason in FAILING_WAITING_REASONS:
-            message = f"pod {name} container {container.get('name')}: {reason}"
-            if waiting.get("message"):
-                message += f": {waiting['message']}"
-            last = (container.get("lastState") or {}).get("terminated") or {}
-            if last.get("reason"):
-                message += f" (last exit: {last['reason']}, code {last.get('exitCode')})"
-            found.append((FAILING_WAITING_REASONS.index(reason), reason, message))
+    found = [
+        problem
+        for container in containers
+        if (problem := _container_problem(name, container, specs.get(container.get("name")) or {}))
+    ]
     if found:
         _, reason, message = min(found)
         return reason, message
@@ -213,6 +247,8 @@ def component_status(plan: DesiredComponent, observed: Observed) -> ComponentSta
 
 def _problem_rank(problem: tuple[str, str]) -> int:
     reason = problem[0]
+    if reason == OOM_KILLED:  # the cause of the crash loop it leads to
+        return -1
     if reason in FAILING_WAITING_REASONS:
         return FAILING_WAITING_REASONS.index(reason)
     return len(FAILING_WAITING_REASONS)

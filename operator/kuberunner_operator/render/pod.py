@@ -103,6 +103,9 @@ def pod_template(
         "livenessProbe": _probe("/livez", 10, 3),
         "startupProbe": _probe("/livez", STARTUP_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD),
         "securityContext": CONTAINER_SECURITY,
+        # A container that fails before it logs a traceback's last line still has one: the
+        # tail of its log becomes the termination message, which status reports.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
             {"name": TMP_VOLUME, "mountPath": TMP_PATH},
             *_user_list(template.volume_mounts, TMP_PATH, "mountPath"),

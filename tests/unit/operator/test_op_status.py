@@ -9,7 +9,7 @@ import pytest
 
 from kuberunner_operator.models import RunnerServiceStatus
 from kuberunner_operator.render import Rendered, render_service
-from kuberunner_operator.status import Observed, compute_status, invalid_spec_status
+from kuberunner_operator.status import Observed, compute_status, invalid_spec_status, pod_problem
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -191,7 +191,7 @@ def test_container_waiting_reasons(reason: str) -> None:
                 "name": "runner",
                 "ready": False,
                 "state": {"waiting": {"reason": reason, "message": "details"}},
-                "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}},
+                "lastState": {"terminated": {"reason": "Error", "exitCode": 2}},
             }
         ],
     )
@@ -199,7 +199,7 @@ def test_container_waiting_reasons(reason: str) -> None:
     runner = status["runners"][0]
     assert runner["reason"] == reason
     assert "details" in runner["message"]
-    assert "OOMKilled" in runner["message"]
+    assert "(last exit: Error, code 2)" in runner["message"]
 
 
 def test_pods_of_other_components_and_terminating_pods_are_ignored() -> None:
@@ -341,3 +341,57 @@ def test_a_refused_child_is_apply_failed_with_the_server_message() -> None:
     # Reported once: the same refusal on the next pass posts no new event.
     _, again = compute_status(r, 7, observed, status, T1)
     assert not any(e.reason == "ApplyFailed" for e in again)
+
+
+def _failing_pod(container_status: dict[str, Any], limits: dict[str, str]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "p1"},
+        "spec": {
+            "containers": [
+                {"name": "runner", "image": "localhost/r:1", "resources": {"limits": limits}}
+            ]
+        },
+        "status": {"containerStatuses": [{"name": "runner", **container_status}]},
+    }
+
+
+def test_oom_killed_container_is_reported_with_its_memory_limit_before_its_crash_loop() -> None:
+    pod = _failing_pod(
+        {
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}},
+            "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}},
+        },
+        {"memory": "256Mi"},
+    )
+    assert pod_problem(pod) == (
+        "OOMKilled",
+        "pod p1 container runner: OOMKilled: it exceeded its memory limit of 256Mi",
+    )
+
+
+def test_crash_loop_names_the_last_error_line_of_the_termination_message() -> None:
+    log_tail = (
+        'Traceback (most recent call last):\n  File "x.py", line 1\n'
+        "ModuleNotFoundError: No module named 'nope'\n\n"
+    )
+    pod = _failing_pod(
+        {
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}},
+            "lastState": {"terminated": {"reason": "Error", "exitCode": 1, "message": log_tail}},
+        },
+        {},
+    )
+    reason, message = pod_problem(pod) or ("", "")
+    assert reason == "CrashLoopBackOff"
+    assert message.endswith("last error: ModuleNotFoundError: No module named 'nope'")
+    assert "(last exit: Error, code 1)" in message
+
+
+def test_image_pull_failure_names_the_image() -> None:
+    pod = _failing_pod(
+        {"image": "localhost/r:missing", "state": {"waiting": {"reason": "ErrImagePull"}}}, {}
+    )
+    assert pod_problem(pod) == (
+        "ErrImagePull",
+        "pod p1 container runner: ErrImagePull: image localhost/r:missing",
+    )

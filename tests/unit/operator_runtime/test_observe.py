@@ -201,7 +201,11 @@ def test_pod_summary_keeps_only_status_inputs() -> None:
         "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled"}], "podIP": "1"},
     }
     summary = pod_summary(pod)
-    assert summary["spec"] == {"nodeName": "n1"}
+    # Names, images and limits (for reasons); never env values, which may hold secrets.
+    assert summary["spec"] == {
+        "nodeName": "n1",
+        "containers": [{"name": None, "image": None, "resources": {"limits": {}}}],
+    }
     assert summary["status"] == {"phase": "Pending", "conditions": [{"type": "PodScheduled"}]}
     assert "managedFields" not in summary["metadata"]
 
