@@ -110,8 +110,9 @@ class RunnerWorkerApp:
         try:
             # Importing and instantiating user code may block for minutes: keep the loop free.
             runner, caller = await asyncio.to_thread(self._load_runner)
-        except BaseException:
+        except BaseException as exc:
             log.exception("worker %d could not load %s", self.settings.index, self.settings.target)
+            self.state.record_load_error(self.settings.index, f"{type(exc).__name__}: {exc}")
             self.on_fatal()
             return
         self._install(runner, caller)

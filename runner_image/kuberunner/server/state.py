@@ -49,6 +49,20 @@ class StateDir:
         tmp.write_text(str(os.getpid()))
         tmp.replace(self.ready_dir / str(index))  # atomic: a probe never reads half a file
 
+    def record_load_error(self, index: int, error: str) -> None:
+        """Why worker `index` could not load its runnable (one line), for the supervisor to
+        report when it gives up: that line ends the container's log, which Kubernetes keeps
+        as its termination message."""
+        tmp = self.root / f".load-error-{index}.tmp"
+        tmp.write_text(error.splitlines()[0][:500] if error else "")
+        tmp.replace(self.root / f"load-error-{index}")
+
+    def load_error(self, index: int) -> str | None:
+        try:
+            return (self.root / f"load-error-{index}").read_text() or None
+        except FileNotFoundError:
+            return None
+
     # --- written by the supervisor ---------------------------------------------------------
 
     def mark_not_ready(self, index: int) -> None:

@@ -67,6 +67,7 @@ class _Worker:
     env: WorkerEnv
     proc: subprocess.Popen[bytes] | None = None
     failures: int = 0
+    last_exit_code: int | None = None
     restart_at: float = 0.0
     became_ready: bool = False
     started_at: float = field(default=0.0)
@@ -130,6 +131,7 @@ class Supervisor:
         """Notice a dead worker: drop its readiness and live gauges, plan a restart."""
         assert worker.proc is not None
         code = worker.proc.returncode
+        worker.last_exit_code = code
         pid = worker.proc.pid
         worker.proc = None
         self.state.mark_not_ready(worker.index)
@@ -176,10 +178,13 @@ class Supervisor:
                         self._reap(worker)
                 if worker.proc is None and self._stop_signal is None:
                     if worker.failures >= MAX_LOAD_FAILURES and not worker.became_ready:
+                        # The last line of the log: the pod's termination message.
                         log.error(
-                            "worker %d failed %d times in a row without loading; giving up",
+                            "worker %d failed %d times in a row without loading; giving up: %s",
                             worker.index,
                             worker.failures,
+                            self.state.load_error(worker.index)
+                            or f"last exit code {worker.last_exit_code}",
                         )
                         return 1
                     if time.monotonic() >= worker.restart_at:
