@@ -75,7 +75,7 @@ def cli(clusters_dir: Path, *args: str) -> str:
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
     if os.geteuid() != 0:
-        pytest.skip("the real node needs root (bridge, mounts, cgroups)")
+        pytest.fail("the real node needs root (bridge, mounts, cgroups): run the tests as root")
     ensure_runner_image()
     clusters_dir = tmp_path_factory.mktemp("real")
     name = f"pytest-node-{os.getpid()}"

@@ -351,8 +351,12 @@ def up(
 
 def _teardown(directory: Path) -> None:
     state = load(Layout(directory).state_file)
+    node_error: ClusterError | None = None
     if state is not None and state.real_node:
-        realnode.teardown(NodeLayout(directory, state.name), state.components)
+        try:
+            realnode.teardown(NodeLayout(directory, state.name), state.components)
+        except ClusterError as exc:  # stop the control plane anyway; keep the state to retry
+            node_error = exc
     if state is not None:
         # Clients first, etcd last: an apiserver that loses etcd hangs in shutdown, and etcd
         # waits for the apiserver's watch streams to close.
@@ -360,6 +364,8 @@ def _teardown(directory: Path) -> None:
         processes.stop([c.process for c in comps if c.name not in LAST_TO_STOP])
         for last in LAST_TO_STOP:
             processes.stop([c.process for c in comps if c.name == last])
+    if node_error is not None:
+        raise ClusterError(f"{node_error}; the state in {directory} is kept: run down again")
     shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -52,12 +52,21 @@ def create_cgroup_root(root: str) -> None:
                 own.write_text((path.parent / name).read_text())
 
 
+def subdirs_deepest_first(top: Path) -> list[Path]:
+    """Every directory below `top` (not `top` itself), deepest first. os.walk skips what
+    vanishes while it walks (the kubelet removing a pod's cgroup mid-teardown), where
+    Path.rglob raised FileNotFoundError and aborted `down`."""
+    found = [Path(d) for d, _, _ in os.walk(top)]
+    return sorted((p for p in found if p != top), key=lambda p: -len(p.parts))
+
+
 def cgroup_pids(root: str) -> set[int]:
     pids: set[int] = set()
     for top in cgroup_dirs(root):
-        for procs in top.rglob("cgroup.procs") if top.is_dir() else ():
-            with contextlib.suppress(OSError):
-                pids.update(int(p) for p in procs.read_text().split())
+        for directory, _, _ in os.walk(top):
+            with contextlib.suppress(OSError, ValueError):
+                text = (Path(directory) / "cgroup.procs").read_text()
+                pids.update(int(p) for p in text.split())
     return pids
 
 
@@ -78,8 +87,7 @@ def remove_cgroup_root(root: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     for top in cgroup_dirs(root):
         while top.is_dir():
-            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-            for path in [*dirs, top]:
+            for path in [*subdirs_deepest_first(top), top]:
                 with contextlib.suppress(OSError):
                     path.rmdir()
             if top.is_dir():
@@ -145,7 +153,7 @@ def _remove_empty_tree(top: Path) -> None:
     """rmdir `top` and its empty subdirectories; anything holding a file stays."""
     if not top.is_dir():
         return
-    for sub in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+    for sub in subdirs_deepest_first(top):
         with contextlib.suppress(OSError):
             sub.rmdir()
     with contextlib.suppress(OSError):

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -214,20 +214,47 @@ def _stop(components: Sequence[ComponentRecord], name: str) -> None:
 
 
 def teardown(layout: NodeLayout, components: Sequence[ComponentRecord]) -> None:
-    """Stop the node's processes and remove every trace of the node from the host."""
+    """Stop the node's processes and remove every trace of the node from the host.
+
+    Every step runs even when an earlier one failed (a half-done teardown would leave the
+    bridge behind and block the next real node); the failures are raised together at the end.
+    """
+    failures: list[str] = []
+
+    def step(what: str, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except Exception as exc:  # keep going: the remaining steps still free the host
+            failures.append(f"{what}: {type(exc).__name__}: {exc}")
+
     # The kubelet first, so it does not restart what we kill next.
-    _stop(components, "kubelet")
-    hostres.kill_cgroup(layout.cgroup_root)
+    step("stop kubelet", lambda: _stop(components, "kubelet"))
+    step("kill pod processes", lambda: hostres.kill_cgroup(layout.cgroup_root))
     # Each shim serves one pod; it is ours if its -address is our containerd's socket.
-    processes.stop(hostres.processes_with_arg(str(layout.containerd_socket)), grace=5.0)
+    step(
+        "stop shims",
+        lambda: processes.stop(
+            hostres.processes_with_arg(str(layout.containerd_socket)), grace=5.0
+        ),
+    )
     for name in ("kube-proxy", "coredns", "containerd"):
-        _stop(components, name)
-    hostres.unmount_under(layout.root, layout.run_dir)
-    hostres.clean_host_dirs(layout.root / "host-dirs.json", layout.pod_logs, CNI_NETWORK)
-    netsetup.remove_bridge()
-    netsetup.remove_tables()
-    netsetup.remove_kubelet_chains()
-    netsetup.remove_new_empty_tables(layout.root / "nft-tables.json")
-    hostres.remove_cgroup_root(layout.cgroup_root)
-    netsetup.restore_sysctls(layout.root / "sysctls.json")
+        step(f"stop {name}", lambda name=name: _stop(components, name))  # type: ignore[misc]
+    step("unmount", lambda: hostres.unmount_under(layout.root, layout.run_dir))
+    step(
+        "clean host dirs",
+        lambda: hostres.clean_host_dirs(
+            layout.root / "host-dirs.json", layout.pod_logs, CNI_NETWORK
+        ),
+    )
+    step("remove bridge", netsetup.remove_bridge)
+    step("remove nft tables", netsetup.remove_tables)
+    step("remove kubelet chains", netsetup.remove_kubelet_chains)
+    step(
+        "remove new empty tables",
+        lambda: netsetup.remove_new_empty_tables(layout.root / "nft-tables.json"),
+    )
+    step("remove cgroups", lambda: hostres.remove_cgroup_root(layout.cgroup_root))
+    step("restore sysctls", lambda: netsetup.restore_sysctls(layout.root / "sysctls.json"))
     shutil.rmtree(layout.run_dir, ignore_errors=True)
+    if failures:
+        raise ClusterError("real node teardown incomplete: " + "; ".join(failures))
