@@ -69,7 +69,12 @@ def test_only_the_lease_holder_reconciles_and_a_standby_takes_over(
             timeout=60,
             message="the standby took the Lease",
         )
-        assert "ok: leading" in second.get(second.health_port, "/readyz").text
+        # Ready again once its watches have synced, now as the leader.
+        wait_for(
+            lambda: "ok: leading" in second.get(second.health_port, "/readyz").text,
+            timeout=30,
+            message="the new leader Ready",
+        )
         assert holder(cluster, lease_ns) not in ("", leader_id)
         apply(cluster, rsvc("two", [runner("r")]), namespace=lease_ns)
         kubectl_wait_ready(cluster, lease_ns, "two")
