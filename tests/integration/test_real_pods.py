@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 from test_operator_support import rsvc
 
 from k8s_helpers import REPO, apply, kubectl, kubectl_json, wait_for
@@ -369,3 +370,45 @@ def test_operator_pod_runs_under_pod_security_restricted(real: ClusterInfo) -> N
     assert operator["status"]["phase"] == "Running"
     labels = kubectl_json(real, "get", "namespace", OPERATOR_NS)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_api_server_reaches_runner_replicas_by_service_dns(real: ClusterInfo, ns: str) -> None:
+    """The iris example with 2 runner replicas: the API server calls the runner through the
+    Service DNS name in KUBERUNNER_RUNNER_MAP, and calls through the API server's own Service
+    reach every runner replica."""
+    body = json.loads(json.dumps(_iris_example()))
+    body["spec"]["runners"][0]["replicas"] = 2
+    body["spec"]["runners"][0]["resources"] = {"cpu": "100m", "memory": "256Mi"}
+    apply(real, body, namespace=ns)
+    wait_ready(real, ns, "iris")
+    api = kubectl_json(real, "get", "deployment", "iris-api", "-n", ns)
+    (container,) = api["spec"]["template"]["spec"]["containers"]
+    runner_map = json.loads(
+        next(e["value"] for e in container["env"] if e["name"] == "KUBERUNNER_RUNNER_MAP")
+    )
+    deployment = runner_entry(real, ns, "iris", "iris")["deployment"]
+    assert runner_map == {"iris": f"http://{deployment}.{ns}.svc:3000"}
+
+    flowers = {"flowers": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}
+    answers = call_from_pod(real, ns, f"http://iris-api.{ns}.svc:3000/classify", 64, flowers)
+    assert answers == [{"species": ["setosa", "virginica"]}] * 64
+    runner_pods = kubectl_json(real, "get", "pods", "-n", ns, "-l", "kuberunner.io/runner=iris")
+    served = {}
+    for pod in runner_pods["items"]:
+        metrics = kubectl(
+            real, "exec", pod["metadata"]["name"], "-n", ns, "--", "python", "-c",
+            "import urllib.request as u; print(u.urlopen('http://127.0.0.1:3000/metrics').read().decode())",
+        ).stdout  # fmt: skip
+        served[pod["metadata"]["name"]] = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("kuberunner_runner_requests_total{") and 'code="200"' in line
+        )
+    print(f"\nrequests served per runner replica: {served}")
+    assert len(served) == 2
+    assert all(count > 0 for count in served.values()), served
+
+
+def _iris_example() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((REPO / "examples" / "iris.yaml").read_text())
+    return doc
