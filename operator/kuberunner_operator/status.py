@@ -102,8 +102,8 @@ def last_line(text: str | None, limit: int = 300) -> str:
     return lines[-1][:limit] if lines else ""
 
 
-def _container_problem(pod_name: str, container: Obj, spec: Obj) -> tuple[int, str, str] | None:
-    """(rank, reason, message) for a container that fails, naming the cause: the image that
+def _container_problem(pod_name: str, container: Obj, spec: Obj) -> tuple[str, str] | None:
+    """(reason, message) for a container that fails, naming the cause: the image that
     cannot be pulled, the memory limit an OOM-killed container hit, the last error line of a
     crashing one."""
     label = f"pod {pod_name} container {container.get('name')}"
@@ -117,7 +117,7 @@ def _container_problem(pod_name: str, container: Obj, spec: Obj) -> tuple[int, s
     if killed.get("reason") == OOM_KILLED and reason in (None, "CrashLoopBackOff"):
         limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
         within = f" of {limit}" if limit else ""
-        return -1, OOM_KILLED, f"{label}: OOMKilled: it exceeded its memory limit{within}"
+        return OOM_KILLED, f"{label}: OOMKilled: it exceeded its memory limit{within}"
     if reason not in FAILING_WAITING_REASONS:
         return None
     message = f"{label}: {reason}"
@@ -130,7 +130,7 @@ def _container_problem(pod_name: str, container: Obj, spec: Obj) -> tuple[int, s
         error = last_line(last.get("message"))
         if error:
             message += f"; last error: {error}"
-    return FAILING_WAITING_REASONS.index(reason), reason, message
+    return reason, message
 
 
 def pod_problem(pod: Obj) -> tuple[str, str] | None:
@@ -149,8 +149,7 @@ def pod_problem(pod: Obj) -> tuple[str, str] | None:
         if (problem := _container_problem(name, container, specs.get(container.get("name")) or {}))
     ]
     if found:
-        _, reason, message = min(found)
-        return reason, message
+        return min(found, key=lambda problem: (_problem_rank(problem), problem))
     for condition in status.get("conditions") or []:
         if (
             condition.get("type") == "PodScheduled"
