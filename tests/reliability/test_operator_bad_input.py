@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from operator_support import RSVC_PATH, ready_condition, services
 from test_operator_support import OperatorProcess, install_crd, new_namespace, rsvc, runner
 
-from k8s_helpers import kubectl
+from k8s_helpers import kubectl, kubectl_json
 from kuberunner_dev.cluster import ClusterInfo
 from kuberunner_dev.cluster.cluster import api_client
 
@@ -136,6 +136,15 @@ def build(name: str, mutations: list[tuple[str, tuple[Any, ...], Any]]) -> dict[
     return body
 
 
+def _hpas_without_status(cluster: ClusterInfo, ns: str) -> list[str]:
+    listed = kubectl_json(cluster, "get", "hpa", "-n", ns)
+    return [
+        h["metadata"]["name"]
+        for h in listed["items"]
+        if not (h.get("status") or {}).get("conditions")
+    ]
+
+
 def _field_named(answer: dict[str, Any]) -> bool:
     causes = (answer.get("details") or {}).get("causes") or []
     message = str(answer.get("message", ""))
@@ -237,6 +246,12 @@ def test_fuzzed_manifests_are_rejected_or_reported_and_never_crash_the_operator(
         ]
         if refused:
             kubectl(cluster, "delete", "rsvc", "-n", ns, "--wait=true", *refused)
+        # The HPA controller writes each autoscaler's first status up to 15 s (its sync period)
+        # after creation: a real change that the operator reads, so the window starts after it.
+        deadline = time.monotonic() + 60
+        while _hpas_without_status(cluster, ns) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not _hpas_without_status(cluster, ns), "the HPA controller never synced"
         time.sleep(5)
         before = op.metric("kuberunner_operator_reconcile_total")
         idle = 15.0
