@@ -34,15 +34,28 @@ class NotFound(KuberunnerException):
 
 
 class ServiceUnavailable(KuberunnerException):
-    """The server is overloaded or not ready; retrying later may succeed."""
+    """The server is overloaded or not ready; retrying later may succeed.
+
+    ``retry_after`` (seconds) is what a server answering with this exception puts in its
+    ``Retry-After`` header."""
 
     error_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def __init__(self, message: str = "", retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class RemoteException(KuberunnerException):
     """A remote runner failed, or could not be reached."""
 
     error_code = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class RunnerUnreachable(ServiceUnavailable, RemoteException):
+    """No replica of a remote runner took the call (refused, reset, or every one of them
+    loading or draining), even after retries. Nothing ran, so it is a 503 to retry later, not
+    a 500; it is still a ``RemoteException`` for callers that catch that."""
 
 
 class ConfigError(KuberunnerException, ValueError):

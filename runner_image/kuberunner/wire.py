@@ -35,6 +35,11 @@ BUNDLE = "application/x-kuberunner-bundle"
 PICKLE = "application/x-kuberunner-pickle"
 NDJSON = "application/x-ndjson"
 
+# On a 503, this header says the call never ran because this replica is loading or shutting
+# down: the caller may send it again at once (a new connection may reach another replica).
+# Overload answers do not carry it: retrying them on the spot would only add load.
+RETRY_ELSEWHERE = "kuberunner-retry-elsewhere"
+
 BUNDLE_MAGIC = b"KRB1"
 _HEADER_LEN = struct.Struct(">I")
 

@@ -62,9 +62,13 @@ def test_readiness_follows_the_runner(tmp_path: Path) -> None:
         answer = httpx.get(api.url + "/readyz")
         assert answer.status_code == 503
         assert "adder" in answer.text
+        # A call that reaches no runner never ran: 503 with Retry-After, after the handle's
+        # retries, and the error says which runner and how many tries.
         r = httpx.post(api.url + "/add", json={"a": 1, "b": 2})
-        assert r.status_code == 500
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "1"
         assert "failed to reach runner 'adder'" in r.json()["error"]
+        assert "(5 tries)" in r.json()["error"]
         runner = run_server(
             runner_args("example_runnables:SlowLoader", "adder"),
             tmp_path,

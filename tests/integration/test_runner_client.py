@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
-from fixtures.runnables.example_runnables import Adder
+from fixtures.runnables.example_runnables import Adder, SlowLoader
 from fixtures.runnables.serving import ServerProcess, env_map, free_port, run_server, runner_args
 from kuberunner import InvalidArgument, NotFound, RemoteException, Runner
 from kuberunner.handles.remote import RemoteRunnerHandle
@@ -89,6 +91,26 @@ async def test_is_ready_true_when_served_false_when_nothing_listens(runner: Runn
     with pytest.raises(RemoteException, match="failed to reach runner 'adder'"):
         await dead.add.async_run(1, 2)
     await dead.adestroy()
+
+
+def test_calls_made_while_the_runner_loads_are_retried_until_it_answers(tmp_path: Path) -> None:
+    """A runner still loading answers 503 with the retry-elsewhere header: the handle tries
+    again (pauses of 0, 0.2, 0.5 and 1 s) and the call returns once the 1.5 s load is over;
+    without the retries the first 503 would raise ServiceUnavailable."""
+    slow = run_server(
+        runner_args("example_runnables:SlowLoader", "adder"),
+        tmp_path,
+        {"KUBERUNNER_WORKER_ENV_MAP": env_map({"LOAD_SECONDS": "1.5"})},
+    )
+    with slow as server:
+        server.wait_for("/livez")
+        assert httpx.get(server.url + "/readyz").status_code == 503  # still loading
+        r = Runner(SlowLoader, name="adder")
+        r.init_client(address=server.url)
+        try:
+            assert r.ping.run() == "pong"
+        finally:
+            r.destroy()
 
 
 def test_address_from_runner_map(server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from kuberunner.config import KuberunnerConfig, load_config
 from kuberunner.envvars import RUNNER_MAP
-from kuberunner.exceptions import ConfigError, KuberunnerException
+from kuberunner.exceptions import ConfigError, KuberunnerException, ServiceUnavailable
 from kuberunner.runner import Runner
 from kuberunner.service import InferenceAPI, Service
 from kuberunner.serving import asgi
@@ -191,6 +191,10 @@ class ApiServerApp:
         except asgi.BodyTooLarge:
             await asgi.respond_error(send, 413, f"body larger than {self.max_body_bytes} bytes")
             return 413
+        except ServiceUnavailable as exc:  # nothing ran: the client may retry after a while
+            log.warning("API %s: %s", api.name, exc)
+            await asgi.respond_error(send, 503, _error_text(exc), asgi.retry_after(exc.retry_after))
+            return 503
         except KuberunnerException as exc:
             status = int(exc.error_code)
             if status >= 500:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from kuberunner.exceptions import (
     KuberunnerException,
     NotFound,
     RemoteException,
+    RunnerUnreachable,
     ServiceUnavailable,
 )
 from kuberunner.handles.base import RunnerHandle
@@ -53,6 +55,43 @@ def runner_address(name: str, environ: Mapping[str, str] | None = None) -> str:
     return str(mapping[name])
 
 
+# A call that never ran is sent again, so that a rollout or a scale-down loses no call: the
+# connection was refused, or closed before any answer (a replica that went away, a keep-alive
+# connection it closed), or the replica answered 503 with RETRY_ELSEWHERE (loading or
+# draining). Each try opens or picks another connection, which the Service may send to
+# another replica. Bounded: a pause before each of these tries, all inside the call's timeout.
+RETRY_PAUSES = (0.0, 0.2, 0.5, 1.0)
+_NEVER_ANSWERED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+
+
+def _retry_elsewhere(response: httpx.Response) -> bool:
+    return response.status_code == 503 and wire.RETRY_ELSEWHERE in response.headers
+
+
+def _retry_after(response: httpx.Response | None) -> float:
+    try:
+        return max(1.0, float(response.headers.get("retry-after", 1))) if response else 1.0
+    except ValueError:
+        return 1.0
+
+
+class _Tries:
+    """The retry budget of one call: how long to pause before the next try, or None."""
+
+    def __init__(self, timeout: float) -> None:
+        self.deadline = time.monotonic() + timeout
+        self.count = 0
+        self.last: httpx.Response | Exception | None = None
+
+    def failed(self, last: httpx.Response | Exception) -> float | None:
+        self.count += 1
+        self.last = last
+        if self.count > len(RETRY_PAUSES):
+            return None
+        pause = RETRY_PAUSES[self.count - 1]
+        return None if time.monotonic() + pause >= self.deadline else pause
+
+
 def _error_message(response: httpx.Response) -> str:
     try:
         payload = json.loads(response.content)
@@ -72,7 +111,7 @@ def error_for(runner: str, response: httpx.Response) -> KuberunnerException:
     if status == 404:
         return NotFound(message)
     if status == 503:
-        return ServiceUnavailable(message)
+        return ServiceUnavailable(message, retry_after=_retry_after(response))
     return RemoteException(f"runner '{runner}' answered {status}: {message}")
 
 
@@ -139,25 +178,71 @@ class RemoteRunnerHandle(RunnerHandle):
             return False
         return response.status_code == 200
 
+    def _give_up(self, tries: _Tries) -> KuberunnerException:
+        last = tries.last
+        if isinstance(last, httpx.Response):
+            why = f"every replica tried answered: {_error_message(last)}"
+        else:
+            why = f"{type(last).__name__}: {last}"
+        return RunnerUnreachable(
+            f"failed to reach runner '{self.runner.name}' at {self.address} "
+            f"({tries.count} tries): {why}",
+            retry_after=_retry_after(last if isinstance(last, httpx.Response) else None),
+        )
+
+    # A retry goes out on a new connection: the pool may hold more keep-alive connections to
+    # the replica that refused the call, and a new one lets the Service pick a live replica.
+    def _post(self, tries: _Tries, url: str, body: bytes, content_type: str) -> httpx.Response:
+        headers = {"content-type": content_type}
+        if not tries.count:
+            return self._sync_client().post(url, content=body, headers=headers)
+        with httpx.Client(timeout=self.timeout) as fresh:
+            return fresh.post(url, content=body, headers=headers)
+
+    async def _apost(
+        self, tries: _Tries, url: str, body: bytes, content_type: str
+    ) -> httpx.Response:
+        headers = {"content-type": content_type}
+        if not tries.count:
+            return await self._async_client().post(url, content=body, headers=headers)
+        async with httpx.AsyncClient(timeout=self.timeout) as fresh:
+            return await fresh.post(url, content=body, headers=headers)
+
     def run_method(self, method: RunnerMethod, *args: Any, **kwargs: Any) -> Any:
         content_type, body = wire.encode_call(args, kwargs)
-        try:
-            response = self._sync_client().post(
-                self._url(method), content=body, headers={"content-type": content_type}
-            )
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from exc
-        return self._result(response)
+        tries = _Tries(self.timeout)
+        while True:
+            try:
+                response = self._post(tries, self._url(method), body, content_type)
+            except _NEVER_ANSWERED as exc:
+                pause = tries.failed(exc)
+            except httpx.HTTPError as exc:
+                raise self._unreachable(exc) from exc
+            else:
+                if not _retry_elsewhere(response):
+                    return self._result(response)
+                pause = tries.failed(response)
+            if pause is None:
+                raise self._give_up(tries)
+            time.sleep(pause)
 
     async def async_run_method(self, method: RunnerMethod, *args: Any, **kwargs: Any) -> Any:
         content_type, body = wire.encode_call(args, kwargs)
-        try:
-            response = await self._async_client().post(
-                self._url(method), content=body, headers={"content-type": content_type}
-            )
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from exc
-        return self._result(response)
+        tries = _Tries(self.timeout)
+        while True:
+            try:
+                response = await self._apost(tries, self._url(method), body, content_type)
+            except _NEVER_ANSWERED as exc:
+                pause = tries.failed(exc)
+            except httpx.HTTPError as exc:
+                raise self._unreachable(exc) from exc
+            else:
+                if not _retry_elsewhere(response):
+                    return self._result(response)
+                pause = tries.failed(response)
+            if pause is None:
+                raise self._give_up(tries)
+            await asyncio.sleep(pause)
 
     async def async_stream_method(
         self, method: RunnerMethod, *args: Any, **kwargs: Any

@@ -216,7 +216,9 @@ class RunnerWorkerApp:
                 await self._builtin(path, verb, send)
                 return
             if not self.loaded and verb == "POST":
-                await asgi.respond_error(send, 503, "runner is still loading", asgi.retry_after(1))
+                await asgi.respond_error(
+                    send, 503, "runner is still loading", asgi.retry_elsewhere()
+                )
                 return
             await self._counted(send, 404, f"no route {path}", _UNKNOWN, time.perf_counter())
             return
@@ -227,7 +229,7 @@ class RunnerWorkerApp:
             await self._counted(send, 405, f"{path} accepts POST only", name, started, headers)
             return
         if self.draining:
-            headers = [(b"connection", b"close"), *asgi.retry_after(1)]
+            headers = [(b"connection", b"close"), *asgi.retry_elsewhere()]
             await self._counted(send, 503, "server is shutting down", name, started, headers)
             return
         if self.max_concurrency is not None and self._in_flight >= self.max_concurrency:

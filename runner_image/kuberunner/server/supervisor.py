@@ -35,6 +35,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from kuberunner import envvars
 from kuberunner.server.state import StateDir
 from kuberunner.server.worker_env import WorkerEnv
+from kuberunner.wire import RETRY_ELSEWHERE
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,8 @@ POLL_SECONDS = 0.1
 _SHUTTING_DOWN = b'{"error": "server is shutting down"}'
 REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-    b"retry-after: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
-    % (len(_SHUTTING_DOWN), _SHUTTING_DOWN)
+    b"retry-after: 1\r\n%s: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+    % (RETRY_ELSEWHERE.encode(), len(_SHUTTING_DOWN), _SHUTTING_DOWN)
 )
 MAX_LOAD_FAILURES = 5  # consecutive crashes before becoming ready: give up, let kubelet see it
 

@@ -6,6 +6,8 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from kuberunner.wire import RETRY_ELSEWHERE
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -77,6 +79,11 @@ async def respond_error(
 
 def retry_after(seconds: float) -> list[tuple[bytes, bytes]]:
     return [(b"retry-after", b"%d" % max(1, round(seconds)))]
+
+
+def retry_elsewhere() -> list[tuple[bytes, bytes]]:
+    """Headers of a 503 from a replica that is loading or shutting down (see wire.py)."""
+    return [*retry_after(1), (RETRY_ELSEWHERE.encode(), b"1")]
 
 
 async def lifespan(
