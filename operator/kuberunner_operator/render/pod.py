@@ -19,6 +19,10 @@ TMP_PATH = "/tmp"
 STARTUP_PERIOD_SECONDS = 5
 STARTUP_FAILURE_THRESHOLD = 120
 TERMINATION_GRACE_SECONDS = 60
+# A deleted pod leaves its Service's endpoints while kube-proxy on every node catches up; it
+# keeps serving that long before SIGTERM starts the drain, so no new connection meets a server
+# that is closing (the kubelet's own sleep: no shell or binary needed in the image).
+PRE_STOP_SLEEP_SECONDS = 5
 
 PROMETHEUS_ANNOTATIONS = {
     "prometheus.io/scrape": "true",
@@ -106,6 +110,7 @@ def pod_template(
         # A container that fails before it logs a traceback's last line still has one: the
         # tail of its log becomes the termination message, which status reports.
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
         "volumeMounts": [
             {"name": TMP_VOLUME, "mountPath": TMP_PATH},
             *_user_list(template.volume_mounts, TMP_PATH, "mountPath"),
