@@ -35,7 +35,7 @@ unit: setup
 # The tests' shared helpers, type-checked like the product (test modules themselves are not);
 # tests/reliability/conftest.py in a run of its own, as mypy cannot hold two `conftest` modules.
 TEST_HELPERS := tests/conftest.py tests/k8s_helpers.py tests/podman_helpers.py \
-	tests/integration/test_operator_support.py tests/reliability/operator_support.py \
+	tests/integration/test_operator_support.py tests/operator_support.py tests/prometheus_helpers.py \
 	tests/reliability/runner_support.py
 TEST_MYPYPATH := tests:tests/integration:tests/reliability
 

@@ -3,7 +3,8 @@
 # pinned versions, and caches them under ~/.cache/kuberunner/bin/<name>-<version>.
 # Nothing is downloaded from release pages: every binary comes from the Go module proxy.
 #   hack/build-tools.sh            build whatever is missing
-#   hack/build-tools.sh [STEP]     build only STEP (k8s, etcd, kwok, helm, kubeconform, node)
+#   hack/build-tools.sh [STEP]     build only STEP (k8s, etcd, kwok, helm, kubeconform, node,
+#                                  prometheus)
 #   hack/build-tools.sh --print    print the cached path of each binary (name=path), build nothing
 set -euo pipefail
 SCRIPT=$(realpath "$0")
@@ -14,6 +15,9 @@ ETCD_VERSION=v3.6.8
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.21.4
 KUBECONFORM_VERSION=v0.7.0
+# Prometheus v3.16.0 (its Go module numbers v3.X as v0.3XX). Debian's package leaves out the
+# Kubernetes service discovery; this build keeps only that one (build tags, a smaller build).
+PROMETHEUS_VERSION=v0.316.0
 # The real node: kubelet and kube-proxy come from the k8s wrapper module (K8S_VERSION).
 CONTAINERD_VERSION=v2.4.2
 CNI_PLUGINS_VERSION=v1.10.0
@@ -212,6 +216,16 @@ build_kubeconform() {
     "-X main.version=$KUBECONFORM_VERSION" -v
 }
 
+build_prometheus() {
+  usable "$(path_of prometheus $PROMETHEUS_VERSION)" --version && return 0
+  echo "build-tools: building prometheus $PROMETHEUS_VERSION" >&2
+  local gobin=$WORK/gobin-prometheus-$PROMETHEUS_VERSION
+  GOBIN=$gobin go install -tags "remove_all_sd enable_kubernetes_sd" -ldflags "-s -w" \
+    "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" ||
+    die "go install prometheus@$PROMETHEUS_VERSION" prometheus
+  mv "$gobin/prometheus" "$(path_of prometheus $PROMETHEUS_VERSION)"
+}
+
 # The kwok module (downloaded for the kwok build) ships the stock stage files we pass with --config.
 kwok_stages_dir() {
   (cd "$WORK" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION") |
@@ -230,6 +244,7 @@ print_paths() {
   echo "kwok=$(path_of kwok $KWOK_VERSION)"
   echo "helm=$(path_of helm $HELM_VERSION)"
   echo "kubeconform=$(path_of kubeconform $KUBECONFORM_VERSION)"
+  echo "prometheus=$(path_of prometheus $PROMETHEUS_VERSION)"
   echo "kwok-module=$(kwok_stages_dir)"
   echo "k8s-version=$K8S_VERSION"
 }
@@ -244,8 +259,10 @@ if ! flock -n 9; then
   flock 9
 fi
 case $only in
-  all) build_etcd; build_kwok; build_helm; build_kubeconform; build_k8s $K8S_TOOLS; build_node ;;
+  all) build_etcd; build_kwok; build_helm; build_kubeconform; build_k8s $K8S_TOOLS; build_node
+       build_prometheus ;;
   k8s) build_k8s $K8S_TOOLS ;; node) build_node ;; etcd) build_etcd ;; kwok) build_kwok ;; helm) build_helm ;; kubeconform) build_kubeconform ;;
-  *) echo "usage: $0 [--print|all|k8s|etcd|kwok|helm|kubeconform|node]" >&2; exit 2 ;;
+  prometheus) build_prometheus ;;
+  *) echo "usage: $0 [--print|all|k8s|etcd|kwok|helm|kubeconform|node|prometheus]" >&2; exit 2 ;;
 esac
 echo "build-tools: all binaries ready in $BIN" >&2

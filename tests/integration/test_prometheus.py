@@ -9,11 +9,7 @@ chart's alert rules must load into this Prometheus.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
-import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +20,11 @@ import pytest
 import yaml
 from test_operator_support import OperatorProcess, install_crd, rsvc, runner
 
-from fixtures.runnables.serving import ServerProcess, env_map, free_port, run_server, runner_args
+from fixtures.runnables.serving import ServerProcess, env_map, run_server, runner_args
 from k8s_helpers import apply, kubectl, wait_for
 from kuberunner_dev.cluster import ClusterInfo
 from kuberunner_dev.cluster.binaries import locate
+from prometheus_helpers import run_prometheus
 
 pytestmark = pytest.mark.cluster
 
@@ -39,77 +36,6 @@ RUNNER_TARGET_LABELS = {
     "kuberunner_service": "svc",
     "kuberunner_runner": "adder",
 }
-
-
-class Prometheus:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-        self.proc = proc
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-
-    def api(self, path: str, **params: str) -> Any:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"prometheus exited: {self.log_path.read_text()[-3000:]}")
-        answer = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=5)
-        answer.raise_for_status()
-        body = answer.json()
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.api("query", query=expr)["result"]
-        return result
-
-
-@contextlib.contextmanager
-def run_prometheus(
-    tmp: Path, scrape_configs: list[dict[str, Any]], rules: Path
-) -> Iterator[Prometheus]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("prometheus missing: run `make system-deps` (Debian package prometheus)")
-    port = free_port()
-    config = tmp / "prometheus.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "global": {
-                    "scrape_interval": "1s",
-                    "scrape_timeout": "1s",
-                    "evaluation_interval": "1s",
-                },
-                "rule_files": [str(rules)],
-                "scrape_configs": scrape_configs,
-            }
-        )
-    )
-    log_path = tmp / "prometheus.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    prom = Prometheus(proc, port, log_path)
-    try:
-        wait_for(
-            lambda: (
-                prom.proc.poll() is None
-                and httpx.get(f"{prom.url}/-/ready", timeout=2).status_code == 200
-            ),
-            timeout=60,
-            message=f"prometheus ready (log {log_path})",
-        )
-        yield prom
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
 
 
 def chart_rules(tmp: Path) -> Path:
