@@ -75,8 +75,7 @@ PRINTER_COLUMNS: list[JSON] = [
         "name": "Status",
         "type": "string",
         "jsonPath": ".status.summary",
-        "description": "One line for people: ready, or what the first runner not ready waits "
-        "for.",
+        "description": "One line for people: ready, or what the first runner not ready waits for.",
         "priority": 1,
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

@@ -67,9 +67,7 @@ def parse_readyz(text: str | None) -> Readyz | None:
     if not isinstance(body, dict):
         return None
     try:
-        loading = tuple(
-            (int(w["worker"]), float(w["seconds"])) for w in body.get("loading") or []
-        )
+        loading = tuple((int(w["worker"]), float(w["seconds"])) for w in body.get("loading") or [])
         failed = tuple((int(w["worker"]), str(w["error"])[:200]) for w in body.get("failed") or [])
         started = body.get("startedAt")
         return Readyz(
@@ -123,7 +121,7 @@ def _first_start(container: Obj | None) -> datetime | None:
     state = container.get("state") or {}
     last = container.get("lastState") or {}
     times = [
-        parse_time(((where.get(kind) or {}).get("startedAt")))
+        parse_time((where.get(kind) or {}).get("startedAt"))
         for where, kind in ((state, "running"), (state, "terminated"), (last, "terminated"))
     ]
     known = [t for t in times if t is not None]

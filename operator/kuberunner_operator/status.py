@@ -388,11 +388,7 @@ def component_status(
         for p, problem in zip(pods, problems, strict=True)
         if problem is None
         and now is not None
-        and (
-            found := pod_progress(
-                p, readyz.get(str((p.get("metadata") or {}).get("name"))), now
-            )
-        )
+        and (found := pod_progress(p, readyz.get(str((p.get("metadata") or {}).get("name"))), now))
     ]
     failing += [p for p in progress if p[0] == READINESS_FAILING]
     starting = [p for p in progress if p[0] == STARTING]
