@@ -34,6 +34,11 @@ PHASES = (SCHEDULING, IMAGE_PULL, CONTAINER_START, MODEL_LOAD)
 ELAPSED_STEP = 5
 
 
+def step(seconds: float) -> int:
+    """`seconds` rounded down to ELAPSED_STEP."""
+    return int(max(0.0, seconds) // ELAPSED_STEP * ELAPSED_STEP)
+
+
 @dataclass(frozen=True)
 class Readyz:
     """The runner's /readyz answer (runner_image/kuberunner/server/state.py `readiness`)."""
@@ -49,7 +54,8 @@ class Readyz:
     def describe(self) -> str:
         """One line: `workers 1/2 ready, worker 1 loading for 38s`."""
         parts = [f"workers {self.ready_workers}/{self.workers} ready"]
-        parts += [f"worker {i} loading for {round(s)}s" for i, s in self.loading]
+        # In ELAPSED_STEP steps, like every elapsed time that status shows.
+        parts += [f"worker {i} loading for {step(s)}s" for i, s in self.loading]
         parts += [f"worker {i} failed: {error}" for i, error in self.failed]
         if self.draining:
             parts.append("shutting down")
@@ -175,7 +181,7 @@ def startup_phases(pod: Obj, readyz: Readyz | None, now: datetime) -> Phases:
         elif current is None and ready is None:
             current = phase
             so_far = max(0.0, (now - begin).total_seconds())
-            seconds[phase] = int(so_far // ELAPSED_STEP * ELAPSED_STEP)
+            seconds[phase] = step(so_far)
             break
     return Phases(
         pod=str(meta.get("name", "?")),
@@ -189,14 +195,15 @@ def startup_phases(pod: Obj, readyz: Readyz | None, now: datetime) -> Phases:
     )
 
 
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def creation_key(pod: Obj) -> tuple[datetime, str]:
+    """Orders pods by creation (ties broken by name)."""
+    meta = pod.get("metadata") or {}
+    return (parse_time(meta.get("creationTimestamp")) or _EPOCH, str(meta.get("name", "")))
+
+
 def newest_pod(pods: Sequence[Obj]) -> Obj | None:
-    """The most recently created pod (ties broken by name)."""
-    if not pods:
-        return None
-    epoch = datetime.min.replace(tzinfo=UTC)
-
-    def key(pod: Obj) -> tuple[datetime, str]:
-        meta = pod.get("metadata") or {}
-        return (parse_time(meta.get("creationTimestamp")) or epoch, str(meta.get("name", "")))
-
-    return max(pods, key=key)
+    """The most recently created pod."""
+    return max(pods, key=creation_key) if pods else None
