@@ -209,9 +209,7 @@ def runner_entry(
         pods=pods,
         readyz=readyz or {},
     )
-    status, events = compute_status(
-        r, generation, observed, previous, T0 + timedelta(seconds=now)
-    )
+    status, events = compute_status(r, generation, observed, previous, T0 + timedelta(seconds=now))
     return status["runners"][0], status, events
 
 
@@ -244,7 +242,7 @@ def test_starting_without_a_readyz_answer_counts_pods() -> None:
 def test_readiness_failing_after_start_reports_the_readyz_answer() -> None:
     r = rendered()
     pod = start_pod(r.runners[0].selector, started=True)
-    entry, status, events = runner_entry(r, deployment(ready=0), [pod], readyz={"p-1": LOADING})
+    entry, _, events = runner_entry(r, deployment(ready=0), [pod], readyz={"p-1": LOADING})
     assert entry["reason"] == "ReadinessFailing"
     assert entry["message"] == (
         "pod p-1: started, then its readiness probe failed: "
@@ -278,9 +276,7 @@ def test_a_stalled_rollout_names_the_cause_of_its_pods() -> None:
     pod = unschedulable(r.runners[0].selector)
     entry, _, _ = runner_entry(r, deployment(ready=0, revision=2), [pod])
     assert entry["reason"] == "InsufficientGPU"  # before the deadline
-    entry, status, events = runner_entry(
-        r, deployment(ready=0, revision=2, stalled=True), [pod]
-    )
+    entry, _, events = runner_entry(r, deployment(ready=0, revision=2, stalled=True), [pod])
     assert entry["reason"] == "RolloutStalled"
     assert entry["message"] == (
         'revision 2 made no progress: ReplicaSet "x-2" has timed out progressing.; '
