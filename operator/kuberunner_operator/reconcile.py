@@ -27,7 +27,7 @@ from kuberunner_operator.models import RolledBackStatus, RunnerServiceSpec
 from kuberunner_operator.render import Rendered, render_service
 from kuberunner_operator.rollout import fetch_readyz, held_deployments, readyz_targets, roll_back
 from kuberunner_operator.runtime import Runtime
-from kuberunner_operator.startup import startup_phases
+from kuberunner_operator.startup import ELAPSED_STEP, parse_time, startup_phases
 from kuberunner_operator.status import (
     READINESS_FAILING,
     STARTING,
@@ -162,10 +162,23 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
         events = [*events, *(e for e in after if e not in events)]
     _record_metrics(key, st, status, observed, now)
     await write_status(rt, st, key, previous, status, events)
-    runners = status.get("runners") or []
-    if any(r.get("reason") in (STARTING, READINESS_FAILING) for r in runners):
+    if needs_refresh(status, now):
         rt.queue.add(key, STARTING_REFRESH)
     return REFUSED if st.refused else "success"
+
+
+def needs_refresh(status: JSON, now: datetime) -> bool:
+    """A runner has been starting for a while (or fails readiness): what status shows of it
+    changes without pod events. Pods that become ready within a few seconds (as on kwok)
+    never cause a refresh."""
+    for entry in status.get("runners") or []:
+        if entry.get("reason") == READINESS_FAILING:
+            return True
+        if entry.get("reason") == STARTING:
+            created = parse_time((entry.get("startup") or {}).get("created"))
+            if created is not None and (now - created).total_seconds() >= ELAPSED_STEP:
+                return True
+    return False
 
 
 async def _roll_back_stalled(

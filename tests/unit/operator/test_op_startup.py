@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from kuberunner_operator.models import RunnerServiceSpec, duration_seconds
+from kuberunner_operator.reconcile import needs_refresh
 from kuberunner_operator.render import Rendered, render_service
 from kuberunner_operator.rollout import (
     held_deployments,
@@ -483,3 +484,15 @@ def test_duration_seconds() -> None:
     assert duration_seconds("250ms") == 0.25
     with pytest.raises(ValueError, match="not a duration"):
         duration_seconds("m5")
+
+
+def test_only_runners_starting_for_a_while_or_failing_readiness_are_refreshed() -> None:
+    def status(reason: str, created: float) -> dict[str, Any]:
+        return {"runners": [{"name": "r", "reason": reason, "startup": {"created": at(created)}}]}
+
+    now = T0 + timedelta(seconds=10)
+    assert needs_refresh(status("Starting", 0), now)
+    assert not needs_refresh(status("Starting", 8), now)  # kwok's pods are ready by then
+    assert needs_refresh(status("ReadinessFailing", 9), now)
+    assert not needs_refresh(status("InsufficientGPU", 0), now)
+    assert not needs_refresh({"runners": [{"name": "r", "ready": True}]}, now)
