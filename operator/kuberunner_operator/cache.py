@@ -52,7 +52,8 @@ def template_digest(obj: Mapping[str, Any]) -> str | None:
 
 def pod_summary(pod: Mapping[str, Any]) -> JSON:
     """The fields of a Pod that status needs: labels, annotations, node, each container's
-    image and limits (to name them in a reason), phase, conditions and container states."""
+    image and limits (to name them in a reason), phase, conditions and container states (their
+    times give the start-up phases), its IP (to ask an unready runner its /readyz)."""
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
     containers = [
@@ -67,6 +68,7 @@ def pod_summary(pod: Mapping[str, Any]) -> JSON:
         "metadata": {
             "name": meta.get("name"),
             "namespace": meta.get("namespace"),
+            "creationTimestamp": meta.get("creationTimestamp"),
             "labels": dict(meta.get("labels") or {}),
             "annotations": dict(meta.get("annotations") or {}),
             "deletionTimestamp": meta.get("deletionTimestamp"),
@@ -74,7 +76,13 @@ def pod_summary(pod: Mapping[str, Any]) -> JSON:
         "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName"), "containers": containers},
         "status": {
             key: status[key]
-            for key in ("phase", "conditions", "containerStatuses", "initContainerStatuses")
+            for key in (
+                "phase",
+                "podIP",
+                "conditions",
+                "containerStatuses",
+                "initContainerStatuses",
+            )
             if key in status
         },
     }
@@ -133,6 +141,8 @@ class ServiceState:
     # Children the API server refused at the last apply (object name -> its message): shown
     # in status as ApplyFailed until an apply of that child succeeds.
     refused: dict[str, str] = field(default_factory=dict)
+    # Pods whose start-up phases went into the startup histogram (each pod counted once).
+    startup_counted: set[str] = field(default_factory=set)
 
     def is_empty(self) -> bool:
         return self.body is None and not self.children

@@ -71,6 +71,13 @@ PRINTER_COLUMNS: list[JSON] = [
         "description": "Why the service is (not) ready.",
         "priority": 1,
     },
+    {
+        "name": "Status",
+        "type": "string",
+        "jsonPath": ".status.summary",
+        "description": "One line for people: ready, or what the first runner not ready waits for.",
+        "priority": 1,
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

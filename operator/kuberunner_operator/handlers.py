@@ -20,7 +20,7 @@ from kuberunner_operator import settings as s
 from kuberunner_operator.cache import ServiceKey
 from kuberunner_operator.informer import Informer, Source, watch_plan
 from kuberunner_operator.kinds import CHILD_KINDS, GROUP, POD, RUNNER_SERVICE, VERSION
-from kuberunner_operator.metrics import MANAGED_SERVICES
+from kuberunner_operator.metrics import MANAGED_SERVICES, forget_service
 from kuberunner_operator.naming import MANAGED_SELECTOR
 from kuberunner_operator.reconcile import generation_of
 from kuberunner_operator.runtime import Runtime
@@ -64,6 +64,7 @@ async def runnerservice_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> 
     if event["type"] == "DELETED":
         memo.cache.set_service(key, None)
         MANAGED_SERVICES.set(memo.cache.managed_count())
+        forget_service(*key)
         return
     known = memo.cache.services.get(key)
     spec_changed = (

@@ -22,6 +22,7 @@ __all__ = [
     "NAMESPACE",
     "PDB",
     "POD",
+    "REPLICASET",
     "RUNNER_SERVICE",
     "SERVICE",
     "VERSION",
@@ -56,6 +57,8 @@ SERVICE = Kind("v1", "Service", "services")
 HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
 PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 POD = Kind("v1", "Pod", "pods")
+# Read (never written) to find the template of a past revision for autoRollback.
+REPLICASET = Kind("apps/v1", "ReplicaSet", "replicasets")
 EVENT = Kind("v1", "Event", "events")
 LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases")
 CRD = Kind(
@@ -68,7 +71,19 @@ CHILD_KINDS = (DEPLOYMENT, SERVICE, HPA, PDB)
 # Applied after the rest: they refer to the workloads.
 LATE_KINDS = frozenset({HPA.kind, PDB.kind})
 
-_ALL = (RUNNER_SERVICE, DEPLOYMENT, SERVICE, HPA, PDB, POD, EVENT, LEASE, CRD, NAMESPACE)
+_ALL = (
+    RUNNER_SERVICE,
+    DEPLOYMENT,
+    SERVICE,
+    HPA,
+    PDB,
+    POD,
+    REPLICASET,
+    EVENT,
+    LEASE,
+    CRD,
+    NAMESPACE,
+)
 _BY_KEY = {(k.api_version, k.kind): k for k in _ALL}
 _CHILD_BY_KIND = {k.kind: k for k in CHILD_KINDS}
 

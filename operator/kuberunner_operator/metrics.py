@@ -59,10 +59,33 @@ CACHED_OBJECTS = Gauge(
     "Objects held in the operator's cache, by kind of entry (follows the live objects).",
     ["kind"],
 )
+# Start-up phases last from milliseconds (scheduling) to tens of minutes (a large model load).
+STARTUP_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+RUNNER_STARTUP = Histogram(
+    "kuberunner_operator_runner_startup_seconds",
+    "Duration of each start-up phase of runner pods (scheduling, image pull, container start, "
+    "model load), counted once per pod when it becomes ready.",
+    ["phase"],
+    buckets=STARTUP_BUCKETS,
+)
+ROLLOUT_STALLED = Gauge(
+    "kuberunner_operator_rollout_stalled",
+    "1 while a runner's new revision has made no progress for its rollout.progressDeadline.",
+    ["namespace", "service", "runner"],
+)
 BUILD_INFO = Info("kuberunner_operator_build", "Versions of the running operator.")
 
 for _result in RESULTS:
     RECONCILE_TOTAL.labels(result=_result)
+
+
+def forget_service(namespace: str, service: str) -> None:
+    """Drop the per-runner series of a deleted RunnerService."""
+    for metric in ROLLOUT_STALLED.collect():
+        for sample in metric.samples:
+            labels = sample.labels
+            if labels.get("namespace") == namespace and labels.get("service") == service:
+                ROLLOUT_STALLED.remove(namespace, service, labels["runner"])
 
 
 def _version(dist: str) -> str:

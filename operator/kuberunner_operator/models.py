@@ -10,9 +10,11 @@ become the texts `kubectl explain` shows. Cross-field rules live twice on purpos
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -43,6 +45,12 @@ METHOD_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # A non-negative Kubernetes quantity (`500m`, `2`, `1.5`, `4Gi`, `1e3`).
 QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
 INT_OR_PERCENT_PATTERN = r"^([0-9]+%?)$"
+# A Go duration without sign (`90s`, `10m`, `1h30m`, `1.5h`): what CEL's duration() parses.
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+DEFAULT_STARTUP_TIMEOUT = "10m"
+DEFAULT_PROGRESS_DEADLINE = "10m"
 
 # int-or-string schemas in the exact shape the API server expects for a structural CRD.
 # Strict ints: in lax mode "-1" would be coerced to the int -1 and skip the string pattern.
@@ -81,6 +89,56 @@ def _cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     if field_path is not None:
         entry["fieldPath"] = field_path
     return entry
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds in a duration matching DURATION_PATTERN (ValueError otherwise)."""
+    if not re.match(DURATION_PATTERN, text):
+        raise ValueError(f"{text!r} is not a duration such as 90s, 10m or 1h30m")
+    return sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+
+
+def _bounded(name: str, low: str, high: str) -> Callable[[str], str]:
+    lo, hi = duration_seconds(low), duration_seconds(high)
+
+    def check(value: str) -> str:
+        if not lo <= duration_seconds(value) <= hi:
+            raise ValueError(f"{name} must be between {low} and {high}, not {value}")
+        return value
+
+    return check
+
+
+def _duration_schema(name: str, low: str, high: str) -> JsonDict:
+    # The CEL rule is guarded by the pattern so that an unparsable value gets the pattern's
+    # message rather than a CEL evaluation error.
+    pattern = DURATION_PATTERN.replace("\\", "\\\\")
+    rule = (
+        f"!self.matches('{pattern}') || "
+        f"(duration(self) >= duration('{low}') && duration(self) <= duration('{high}'))"
+    )
+    return {
+        "type": "string",
+        "pattern": DURATION_PATTERN,
+        "maxLength": 32,
+        "x-kubernetes-validations": [_cel(rule, f"{name} must be between {low} and {high}")],
+    }
+
+
+# Duration fields, checked by the API server (pattern and CEL) and again by pydantic (objects
+# written before a CRD upgrade).
+StartupTimeout = Annotated[
+    str,
+    StringConstraints(pattern=DURATION_PATTERN, max_length=32),
+    AfterValidator(_bounded("startupTimeout", "10s", "24h")),
+    WithJsonSchema(_duration_schema("startupTimeout", "10s", "24h")),
+]
+ProgressDeadline = Annotated[
+    str,
+    StringConstraints(pattern=DURATION_PATTERN, max_length=32),
+    AfterValidator(_bounded("progressDeadline", "5s", "24h")),
+    WithJsonSchema(_duration_schema("progressDeadline", "5s", "24h")),
+]
 
 
 class ApiModel(BaseModel):
@@ -398,6 +456,23 @@ class Rollout(ApiModel):
     max_unavailable: IntOrPercent | None = Field(
         default=None, description="Pods that may be down during a rolling update."
     )
+    progress_deadline: ProgressDeadline | None = Field(
+        default=None,
+        description=(
+            "How long a new revision may make no progress before the runner reports "
+            f"RolloutStalled (the Deployment's progressDeadlineSeconds; default "
+            f"{DEFAULT_PROGRESS_DEADLINE}). A duration such as 90s, 10m or 1h."
+        ),
+    )
+    auto_rollback: bool = Field(
+        default=False,
+        description=(
+            "When a new revision stalls, return the runner's Deployment to the last revision "
+            "that was Ready (status.runners[].lastReadyRevision) and report RolledBack. The "
+            "RunnerService's spec is not edited: it keeps asking for the failed revision until "
+            "you change it."
+        ),
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -479,6 +554,14 @@ class RunnerSpec(ApiModel):
         default=None, description=DisruptionBudget.__doc__
     )
     rollout: Rollout | None = Field(default=None, description=Rollout.__doc__)
+    startup_timeout: StartupTimeout | None = Field(
+        default=None,
+        description=(
+            "How long a pod may take to load its model: the startup probe (on /readyz) fails "
+            "the container after this long without every worker loaded, and the kubelet "
+            f"restarts it. Default {DEFAULT_STARTUP_TIMEOUT}. A duration such as 90s, 10m or 1h."
+        ),
+    )
     env: list[EnvVar] = Field(
         default_factory=list,
         max_length=MAX_ENV,
@@ -615,6 +698,59 @@ class WorkerSummary(StatusModel):
     threads: int | None = Field(default=None, description="Thread count of the worker.")
 
 
+class StartupStatus(StatusModel):
+    """How the newest pod of a runner started: when each phase ended (RFC 3339), from its pod
+    conditions and container states and, for `started`, the runner's /readyz answer."""
+
+    pod: str = Field(description="The newest pod of the runner.")
+    created: str | None = Field(default=None, description="When the pod was created.")
+    scheduled: str | None = Field(
+        default=None, description="When the scheduler bound the pod (PodScheduled)."
+    )
+    image_pulled: str | None = Field(
+        default=None,
+        description=(
+            "When the container was created, right after its image was pulled (the first "
+            "startedAt of the container)."
+        ),
+    )
+    started: str | None = Field(
+        default=None,
+        description=(
+            "When the runner server started loading its workers (its /readyz answer), else "
+            "the container's start."
+        ),
+    )
+    workers_ready: str | None = Field(
+        default=None, description="When every worker had loaded (the pod's Ready condition)."
+    )
+    phase: str | None = Field(
+        default=None,
+        description=(
+            "The phase under way when the pod is not ready yet: scheduling, image pull, "
+            "container start or model load."
+        ),
+    )
+    slowest_phase: str | None = Field(
+        default=None, description="The phase that took (or is taking) longest."
+    )
+    slowest_seconds: int | None = Field(
+        default=None, description="How long the slowest phase took so far, in seconds."
+    )
+
+
+class RolledBackStatus(StatusModel):
+    """The runner was returned to its last Ready revision after a new one stalled."""
+
+    generation: int = Field(description="RunnerService generation whose rollout failed.")
+    failed_revision: int | None = Field(
+        default=None, description="Deployment revision that stalled."
+    )
+    revision: int = Field(description="Deployment revision the runner was returned to.")
+    reason: str = Field(description="Why the failed revision stalled (a reason of this API).")
+    message: str = Field(default="", description="Details of that reason.")
+
+
 class ComponentStatus(StatusModel):
     """Observed state of a runner or of the API server."""
 
@@ -635,6 +771,27 @@ class ComponentStatus(StatusModel):
     ready: bool = Field(default=False, description="All desired pods are ready and updated.")
     reason: str | None = Field(default=None, description="Why the component is not ready.")
     message: str | None = Field(default=None, description="Details of the reason.")
+    summary: str | None = Field(
+        default=None,
+        description="One line for people: `ready`, or e.g. `starting: workers 1/2 ready, "
+        "38s in model load`.",
+    )
+    startup: StartupStatus | None = Field(default=None, description=StartupStatus.__doc__)
+    revision: int | None = Field(
+        default=None, description="The Deployment's current revision (what runs or rolls out)."
+    )
+    last_ready_revision: int | None = Field(
+        default=None,
+        description="The last Deployment revision whose pods were all ready (autoRollback "
+        "returns to it).",
+    )
+    last_ready_generation: int | None = Field(
+        default=None, description="The RunnerService generation of lastReadyRevision."
+    )
+    rolled_back: RolledBackStatus | None = Field(
+        default=None,
+        description="Set while the runner runs its last Ready revision instead of the spec's.",
+    )
 
 
 class RunnerServiceStatus(StatusModel):
@@ -664,3 +821,8 @@ class RunnerServiceStatus(StatusModel):
         default=None, description="Worker processes over all runner pods wanted."
     )
     gpus: int | None = Field(default=None, description="GPUs over all runner pods wanted.")
+    summary: str | None = Field(
+        default=None,
+        description="One line for people: `ready`, or the first runner that is not, e.g. "
+        "`runner a: starting: workers 1/2 ready, 38s in model load`.",
+    )

@@ -17,14 +17,33 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kuberunner_operator import naming
 from kuberunner_operator.apply import apply_children, prune, replace_edited_templates
 from kuberunner_operator.cache import ServiceKey, ServiceState
 from kuberunner_operator.events import post_event
 from kuberunner_operator.kinds import DEPLOYMENT, HPA, RUNNER_SERVICE
-from kuberunner_operator.models import RunnerServiceSpec
+from kuberunner_operator.metrics import ROLLOUT_STALLED, RUNNER_STARTUP
+from kuberunner_operator.models import RolledBackStatus, RunnerServiceSpec
 from kuberunner_operator.render import Rendered, render_service
+from kuberunner_operator.rollout import fetch_readyz, held_deployments, readyz_targets, roll_back
 from kuberunner_operator.runtime import Runtime
-from kuberunner_operator.status import Observed, compute_status, invalid_spec_status
+from kuberunner_operator.startup import ELAPSED_STEP, parse_time, startup_phases
+from kuberunner_operator.status import (
+    READINESS_FAILING,
+    STARTING,
+    Observed,
+    compute_status,
+    invalid_spec_status,
+)
+from kuberunner_operator.status import (
+    ROLLOUT_STALLED as STALLED_REASON,
+)
+
+# While a runner starts (or fails readiness), its status is refreshed this often: the elapsed
+# time and the /readyz answer change without any pod event.
+STARTING_REFRESH = 10.0
+# Only pods that became ready after the operator started go into the startup histogram.
+_STARTED_AT = datetime.now(UTC)
 
 INVALID = "invalid"  # reconcile result: spec rejected by the models, reported in status
 REFUSED = "refused"  # reconcile result: the API server refused a child, reported in status
@@ -102,12 +121,22 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
             await write_status(rt, st, key, previous, status, events)
             return INVALID  # terminal until the spec changes (that event queues it again)
         rendered = render_service(name, namespace, uid, generation, spec)
-        wanted = digest(rendered.objects)
+        held = held_deployments(rendered, previous, generation)
+        objects = [
+            o
+            for o in rendered.objects
+            if not (
+                o["kind"] == DEPLOYMENT.kind
+                and o["metadata"]["name"] in held
+                and (DEPLOYMENT.kind, o["metadata"]["name"]) in st.children
+            )
+        ]
+        wanted = digest(objects)
         if st.drift or wanted != st.applied_hash:
             st.drift = False  # cleared first: drift seen while applying triggers another pass
             try:
-                await apply_children(rt, key, rendered.objects)
-                await replace_edited_templates(rt, key, st, rendered.objects)
+                await apply_children(rt, key, objects)
+                await replace_edited_templates(rt, key, st, objects)
                 await prune(rt, key, st, rendered, uid)
             except BaseException:
                 st.drift = True
@@ -121,11 +150,74 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
         # Keep only the plans: the manifests are re-rendered when applying again.
         st.rendered_for, st.rendered = (uid, generation), dataclasses.replace(rendered, objects=[])
 
-    status, events = compute_status(
-        rendered, generation, observed_state(rt, key, st), previous, now
-    )
+    observed = observed_state(rt, key, st)
+    readyz = await fetch_readyz(rt, readyz_targets(rendered, observed.pods))
+    observed = dataclasses.replace(observed, readyz=readyz)
+    status, events = compute_status(rendered, generation, observed, previous, now)
+    rollbacks = await _roll_back_stalled(rt, key, rendered, status, generation)
+    if rollbacks:
+        # Both transitions get their event: RolloutStalled, then RolledBack.
+        observed = dataclasses.replace(observed, rollbacks=rollbacks)
+        status, after = compute_status(rendered, generation, observed, previous, now)
+        events = [*events, *(e for e in after if e not in events)]
+    _record_metrics(key, st, status, observed, now)
     await write_status(rt, st, key, previous, status, events)
+    if needs_refresh(status, now):
+        rt.queue.add(key, STARTING_REFRESH)
     return REFUSED if st.refused else "success"
+
+
+def needs_refresh(status: JSON, now: datetime) -> bool:
+    """A runner has been starting for a while (or fails readiness): what status shows of it
+    changes without pod events. Pods that become ready within a few seconds (as on kwok)
+    never cause a refresh."""
+    for entry in status.get("runners") or []:
+        if entry.get("reason") == READINESS_FAILING:
+            return True
+        if entry.get("reason") == STARTING:
+            created = parse_time((entry.get("startup") or {}).get("created"))
+            if created is not None and (now - created).total_seconds() >= ELAPSED_STEP:
+                return True
+    return False
+
+
+async def _roll_back_stalled(
+    rt: Runtime, key: ServiceKey, rendered: Rendered, status: JSON, generation: int
+) -> dict[str, RolledBackStatus]:
+    entries = {e.get("name"): e for e in status.get("runners") or []}
+    done: dict[str, RolledBackStatus] = {}
+    for plan in rendered.runners:
+        entry = entries.get(plan.name)
+        if entry is not None:
+            rolled = await roll_back(rt, key, plan, entry, generation)
+            if rolled is not None:
+                done[plan.name] = rolled
+    return done
+
+
+def _record_metrics(
+    key: ServiceKey, st: ServiceState, status: JSON, observed: Observed, now: datetime
+) -> None:
+    for entry in status.get("runners") or []:
+        stalled = 1 if entry.get("reason") == STALLED_REASON else 0
+        ROLLOUT_STALLED.labels(key[0], key[1], str(entry.get("name"))).set(stalled)
+    names = set()
+    for pod in observed.pods:
+        meta = pod.get("metadata") or {}
+        if (meta.get("labels") or {}).get(naming.LABEL_COMPONENT) != naming.RUNNER_COMPONENT:
+            continue
+        name = str(meta.get("name"))
+        names.add(name)
+        if name in st.startup_counted:
+            continue
+        phases = startup_phases(pod, None, now)
+        if phases.workers_ready is None:
+            continue
+        st.startup_counted.add(name)
+        if phases.workers_ready >= _STARTED_AT:
+            for phase, seconds in phases.seconds.items():
+                RUNNER_STARTUP.labels(phase).observe(seconds)
+    st.startup_counted &= names  # forget pods that are gone
 
 
 async def write_status(

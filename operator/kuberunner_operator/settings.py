@@ -46,6 +46,8 @@ class OperatorConfig:
     workers: int = 32
     # Pod and Deployment status events for one service within this window make one reconcile.
     debounce_seconds: float = 1.0
+    # How long to wait for an unready runner pod's /readyz answer (0: never ask).
+    readyz_timeout: float = 1.0
     # Every service is re-applied this often (with jitter) to repair drift the watches missed.
     resync_seconds: float = 300.0
     # Lease timings, as client-go's defaults.
@@ -78,6 +80,7 @@ class OperatorConfig:
             log_format=getattr(args, "log_format", None) or "text",
             workers=_env_int("KUBERUNNER_OPERATOR_WORKERS", cls.workers),
             debounce_seconds=_env_float("KUBERUNNER_OPERATOR_DEBOUNCE", cls.debounce_seconds),
+            readyz_timeout=_env_float("KUBERUNNER_OPERATOR_READYZ_TIMEOUT", cls.readyz_timeout),
             resync_seconds=_env_float("KUBERUNNER_OPERATOR_RESYNC", cls.resync_seconds),
             lease_duration=_env_float("KUBERUNNER_OPERATOR_LEASE_DURATION", cls.lease_duration),
             renew_deadline=_env_float("KUBERUNNER_OPERATOR_RENEW_DEADLINE", cls.renew_deadline),

@@ -183,6 +183,7 @@ GROUP_OF = {
     "horizontalpodautoscalers": "autoscaling",
     "poddisruptionbudgets": "policy",
     "pods": "",
+    "replicasets": "apps",
     "events": "",
     "leases": "coordination.k8s.io",
     "namespaces": "",

@@ -165,6 +165,21 @@ BAD = [
         ["spec.runners[0].rollout", "only to RollingUpdate"],
     ),
     (
+        "malformed-startup-timeout",
+        _runner(startupTimeout="10 minutes"),
+        ["spec.runners[0].startupTimeout", "should match"],
+    ),
+    (
+        "startup-timeout-out-of-range",
+        _runner(startupTimeout="48h"),
+        ["spec.runners[0].startupTimeout", "startupTimeout must be between 10s and 24h"],
+    ),
+    (
+        "progress-deadline-out-of-range",
+        _runner(rollout={"progressDeadline": "1s"}),
+        ["spec.runners[0].rollout.progressDeadline", "must be between 5s and 24h"],
+    ),
+    (
         "bad-method-name",
         _runner(methods={"not-ok": {"maxBatchSize": 1}}),
         ["spec.runners[0].methods", "Python identifiers"],
@@ -194,6 +209,8 @@ def test_explain_shows_the_model_descriptions(cluster: ClusterInfo, crd: None) -
     assert "Whole GPUs per pod" in out
     out = kubectl(cluster, "explain", "rsvc.spec.runners.workersPerResource").stdout
     assert "0.5 gives each worker two GPUs" in out
+    out = kubectl(cluster, "explain", "rsvc.spec.runners.startupTimeout").stdout
+    assert "startup probe" in out
 
 
 def test_printer_columns(cluster: ClusterInfo, crd: None, fresh_namespace: str) -> None:
@@ -202,7 +219,7 @@ def test_printer_columns(cluster: ClusterInfo, crd: None, fresh_namespace: str) 
     header = kubectl(cluster, "get", "rsvc", "-n", fresh_namespace).stdout.splitlines()[0]
     assert header.split() == ["NAME", "READY", "RUNNERS", "WORKERS", "GPUS", "AGE"]
     wide = kubectl(cluster, "get", "rsvc", "-n", fresh_namespace, "-o", "wide").stdout
-    assert "REASON" in wide.splitlines()[0]
+    assert wide.splitlines()[0].split()[5:7] == ["REASON", "STATUS"]
 
 
 def test_computed_status_survives_the_status_schema(
@@ -237,6 +254,8 @@ def test_computed_status_survives_the_status_schema(
     assert again["status"] == status
     row = kubectl(cluster, "get", "rsvc", "probe", "-n", fresh_namespace, "--no-headers").stdout
     assert row.split()[1:5] == ["False", "0/1", "2", "2"]
+    wide = kubectl(cluster, "get", "rsvc", "probe", "-n", fresh_namespace, "-o", "wide").stdout
+    assert "runner r: pending" in wide
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

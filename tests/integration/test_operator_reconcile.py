@@ -119,22 +119,24 @@ def test_gpu_and_cpu_runners_become_ready_with_worker_env_maps(
     assert kinds == ["Deployment", "Deployment", "Service", "Service"]
 
 
-def test_nine_gpus_on_eight_gpu_nodes_is_unschedulable_and_never_ready(
+def test_nine_gpus_on_eight_gpu_nodes_is_insufficient_gpu_and_never_ready(
     cluster: ClusterInfo, ns: str
 ) -> None:
     apply(cluster, rsvc("huge", [gpu_runner("big", 9)]), namespace=ns)
     entry = wait_for(
         lambda: (
-            (e := runner_status(cluster, ns, "huge", "big")).get("reason") == "Unschedulable" and e
+            (e := runner_status(cluster, ns, "huge", "big")).get("reason") == "InsufficientGPU"
+            and e
         ),
         timeout=60,
-        message="runner big Unschedulable",
+        message="runner big InsufficientGPU",
     )
-    assert "nvidia.com/gpu" in entry["message"]  # the scheduler's own words
+    assert "Insufficient nvidia.com/gpu" in entry["message"]  # the scheduler's own words
+    assert entry["startup"]["phase"] == "scheduling"
     time.sleep(3)
     ready = condition(get_rsvc(cluster, ns, "huge"), "Ready")
     assert ready["status"] == "False"
-    assert ready["reason"] == "Unschedulable"
+    assert ready["reason"] == "InsufficientGPU"
 
 
 def test_spec_update_rolls_out_bumps_observed_generation_and_prunes_removed_runner(
@@ -307,6 +309,161 @@ def test_crashlooping_pods_are_reported_with_their_reason(cluster: ClusterInfo, 
     assert condition(get_rsvc(cluster, ns, "crash"), "Ready")["status"] == "False"
 
 
+def test_started_but_unready_pods_report_readiness_failing(cluster: ClusterInfo, ns: str) -> None:
+    """kwok's `notready` pods have started (startup probe passed) and are not Ready. Their pod
+    IPs are simulated, so the operator gets no /readyz answer and says so."""
+    unready = runner("slow", podTemplate={"annotations": {"kuberunner.io/simulate": "notready"}})
+    apply(cluster, rsvc("unready", [unready]), namespace=ns)
+    entry = wait_for(
+        lambda: (
+            (e := runner_status(cluster, ns, "unready", "slow")).get("reason") == "ReadinessFailing"
+            and e
+        ),
+        timeout=60,
+        message="runner slow ReadinessFailing",
+    )
+    assert "started, then its readiness probe failed: no answer from /readyz" in entry["message"]
+    assert entry["summary"].startswith("ReadinessFailing: pod ")
+    wide = kubectl(cluster, "get", "rsvc", "unready", "-n", ns, "-o", "wide").stdout
+    assert "runner slow: ReadinessFailing: pod" in wide
+
+
+def test_start_up_phases_of_the_newest_pod_are_in_status_and_metrics(
+    cluster: ClusterInfo, ns: str, operator: OperatorProcess
+) -> None:
+    apply(cluster, rsvc("phased", [runner("p")]), namespace=ns)
+    kubectl_wait_ready(cluster, ns, "phased")
+    entry = wait_for(
+        lambda: (
+            (e := runner_status(cluster, ns, "phased", "p")).get("startup", {}).get("workersReady")
+            and e
+        ),
+        timeout=30,
+        message="start-up phases in status",
+    )
+    startup = entry["startup"]
+    assert startup["pod"].startswith(entry["deployment"])
+    times = [startup[k] for k in ("created", "scheduled", "imagePulled", "started", "workersReady")]
+    assert times == sorted(times), startup  # kwok's times, in phase order
+    assert "phase" not in startup
+    assert startup["slowestPhase"] in ("scheduling", "image pull", "container start", "model load")
+    assert entry["summary"] == "ready"
+    assert get_rsvc(cluster, ns, "phased")["status"]["summary"] == "ready"
+    wait_for(
+        lambda: (
+            operator.metric(
+                "kuberunner_operator_runner_startup_seconds_count", 'phase="model load"'
+            )
+            >= 1
+        ),
+        timeout=30,
+        message="startup histogram observed",
+    )
+
+
+def _gpu_template_limit(cluster: ClusterInfo, ns: str, name: str) -> str:
+    container = deployment(cluster, ns, name)["spec"]["template"]["spec"]["containers"][0]
+    return str(container["resources"]["limits"]["nvidia.com/gpu"])
+
+
+def test_gpu_rollout_that_cannot_fit_is_insufficient_gpu_then_rollout_stalled(
+    cluster: ClusterInfo, ns: str, operator: OperatorProcess
+) -> None:
+    rollout = {"progressDeadline": "15s"}
+    apply(cluster, rsvc("grow", [gpu_runner("g", 4, rollout=rollout)]), namespace=ns)
+    kubectl_wait_ready(cluster, ns, "grow")
+    name = plan_names(cluster, ns, "grow")["g"]
+    assert deployment(cluster, ns, name)["spec"]["progressDeadlineSeconds"] == 15
+    first = runner_status(cluster, ns, "grow", "g")
+    assert first["lastReadyRevision"] == first["revision"] == 1
+
+    apply(cluster, rsvc("grow", [gpu_runner("g", 9, rollout=rollout)]), namespace=ns)
+    started = time.monotonic()
+    entry = wait_for(
+        lambda: (
+            (e := runner_status(cluster, ns, "grow", "g")).get("reason") == "InsufficientGPU" and e
+        ),
+        timeout=30,
+        message="runner g InsufficientGPU",
+    )
+    assert time.monotonic() - started < 15, "InsufficientGPU came only after the deadline"
+    assert "Insufficient nvidia.com/gpu" in entry["message"]
+    entry = wait_for(
+        lambda: (
+            (e := runner_status(cluster, ns, "grow", "g")).get("reason") == "RolloutStalled" and e
+        ),
+        timeout=90,
+        message="runner g RolloutStalled",
+    )
+    assert time.monotonic() - started >= 15
+    assert entry["message"].startswith("revision 2 made no progress: ")
+    assert "; cause: InsufficientGPU: pod " in entry["message"]
+    assert entry["lastReadyRevision"] == 1  # kept while the new revision fails
+    assert "rolledBack" not in entry  # autoRollback is off: the runner stays stalled
+    assert _gpu_template_limit(cluster, ns, name) == "9"
+    labels = f'namespace="{ns}",runner="g",service="grow"'
+    wait_for(
+        lambda: operator.metric("kuberunner_operator_rollout_stalled", labels) == 1,
+        timeout=10,
+        message="rollout_stalled gauge is 1",
+    )
+    events = kubectl_json(
+        cluster, "get", "events", "-n", ns, "--field-selector", "involvedObject.name=grow"
+    )["items"]
+    assert {"InsufficientGPU", "RolloutStalled"} <= {e["reason"] for e in events}
+
+
+def test_auto_rollback_returns_a_stalled_gpu_rollout_to_the_last_ready_revision(
+    cluster: ClusterInfo, ns: str, operator: OperatorProcess
+) -> None:
+    rollout = {"progressDeadline": "15s", "autoRollback": True}
+    apply(cluster, rsvc("undo", [gpu_runner("g", 4, rollout=rollout)]), namespace=ns)
+    kubectl_wait_ready(cluster, ns, "undo")
+    name = plan_names(cluster, ns, "undo")["g"]
+
+    apply(cluster, rsvc("undo", [gpu_runner("g", 9, rollout=rollout)]), namespace=ns)
+    entry = wait_for(
+        lambda: (e := runner_status(cluster, ns, "undo", "g")).get("reason") == "RolledBack" and e,
+        timeout=90,
+        message="runner g RolledBack",
+    )
+    rolled = entry["rolledBack"]
+    assert (rolled["generation"], rolled["failedRevision"], rolled["revision"]) == (2, 2, 1)
+    assert rolled["reason"] == "InsufficientGPU"
+    assert "Insufficient nvidia.com/gpu" in rolled["message"]
+    assert entry["message"].startswith("runs revision 1, its last Ready one, instead of")
+    # The Deployment runs the last Ready template again; the spec still asks for 9 GPUs.
+    assert _gpu_template_limit(cluster, ns, name) == "4"
+    body = get_rsvc(cluster, ns, "undo")
+    assert body["spec"]["runners"][0]["resources"]["nvidia.com/gpu"] == 9
+    assert body["metadata"]["generation"] == 2
+    assert condition(body, "Ready")["status"] == "False"
+    assert condition(body, "Degraded")["reason"] == "RolledBack"
+    # The old template's pod comes back and is ready; the operator does not re-apply the spec.
+    wait_for(
+        lambda: runner_status(cluster, ns, "undo", "g").get("readyReplicas") == 1,
+        timeout=60,
+        message="the last Ready revision runs again",
+    )
+    time.sleep(3)
+    assert _gpu_template_limit(cluster, ns, name) == "4"
+    entry = runner_status(cluster, ns, "undo", "g")
+    assert entry["reason"] == "RolledBack"
+    assert entry["lastReadyRevision"] == entry["revision"] == 3  # the old template, renumbered
+    labels = f'namespace="{ns}",runner="g",service="undo"'
+    assert operator.metric("kuberunner_operator_rollout_stalled", labels) == 0
+    events = kubectl_json(
+        cluster, "get", "events", "-n", ns, "--field-selector", "involvedObject.name=undo"
+    )["items"]
+    assert "RolledBack" in {e["reason"] for e in events}
+
+    # A new spec is a new rollout: it applies, and a fitting one becomes Ready.
+    apply(cluster, rsvc("undo", [gpu_runner("g", 2, rollout=rollout)]), namespace=ns)
+    kubectl_wait_ready(cluster, ns, "undo", timeout=60)
+    assert _gpu_template_limit(cluster, ns, name) == "2"
+    assert "rolledBack" not in runner_status(cluster, ns, "undo", "g")
+
+
 def test_metrics_and_health_endpoints(
     cluster: ClusterInfo, ns: str, operator: OperatorProcess
 ) -> None:
@@ -386,15 +543,15 @@ def test_long_named_services_get_pod_reasons_and_ready_from_events(
     cluster: ClusterInfo, ns: str, length: int
 ) -> None:
     """Status follows pod and Deployment events, not the 5-minute resync, however long the
-    name: the pod-level Unschedulable reason first, then Ready once the spec fits."""
+    name: the pod-level InsufficientGPU reason first, then Ready once the spec fits."""
     name = ("fz-" + "a" * length)[:length]
     apply(cluster, rsvc(name, [gpu_runner("big", 9)]), namespace=ns)
     entry = wait_for(
         lambda: (
-            (e := runner_status(cluster, ns, name, "big")).get("reason") == "Unschedulable" and e
+            (e := runner_status(cluster, ns, name, "big")).get("reason") == "InsufficientGPU" and e
         ),
         timeout=30,
-        message=f"{length}-character service reports its pod Unschedulable",
+        message=f"{length}-character service reports its pod InsufficientGPU",
     )
     assert "nvidia.com/gpu" in entry["message"]
     apply(cluster, rsvc(name, [gpu_runner("big", 4)]), namespace=ns)

@@ -28,6 +28,7 @@ class DesiredComponent:
     replicas: int | None = None  # None: an HPA owns the count
     autoscaled: bool = False
     invalid: str | None = None
+    auto_rollback: bool = False  # rollout.autoRollback of a runner
 
 
 @dataclass(frozen=True)

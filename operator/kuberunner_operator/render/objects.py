@@ -45,6 +45,7 @@ def deployment(
     template: Obj,
     replicas: int | None,
     strategy: Obj,
+    progress_deadline_seconds: int | None = None,
 ) -> Obj:
     """`replicas` None leaves the field out so an HPA owns it (server-side apply then never
     resets the count, the bug of kserve#3768)."""
@@ -54,6 +55,8 @@ def deployment(
         "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
         "template": template,
     }
+    if progress_deadline_seconds is not None:
+        spec["progressDeadlineSeconds"] = progress_deadline_seconds
     if replicas is not None:
         spec = {"replicas": replicas, **spec}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}

@@ -15,9 +15,10 @@ Obj = dict[str, Any]
 RUN_AS = 65532
 TMP_VOLUME = "tmp"
 TMP_PATH = "/tmp"
-# A model load may take minutes: the startup probe allows 10 minutes before liveness applies.
+# A model load may take minutes: the startup probe allows `startup_seconds` (10 minutes by
+# default) before liveness applies.
 STARTUP_PERIOD_SECONDS = 5
-STARTUP_FAILURE_THRESHOLD = 120
+DEFAULT_STARTUP_SECONDS = 600
 TERMINATION_GRACE_SECONDS = 60
 # A deleted pod leaves its Service's endpoints while kube-proxy on every node catches up; it
 # keeps serving that long before SIGTERM starts the drain, so no new connection meets a server
@@ -42,6 +43,10 @@ class Container:
     requests: dict[str, Any]
     limits: dict[str, Any]
     gpu: bool
+    # The startup budget and what the startup probe asks: a runner probes /readyz, so a model
+    # still loading when the budget runs out gets its container restarted.
+    startup_seconds: int = DEFAULT_STARTUP_SECONDS
+    startup_path: str = "/livez"
 
 
 def _probe(path: str, period: int, failures: int) -> Obj:
@@ -51,6 +56,11 @@ def _probe(path: str, period: int, failures: int) -> Obj:
         "timeoutSeconds": 2,
         "failureThreshold": failures,
     }
+
+
+def startup_failures(seconds: int) -> int:
+    """Startup probe failures that fill `seconds` (at least one period)."""
+    return max(1, -(-seconds // STARTUP_PERIOD_SECONDS))
 
 
 def _pod_security(template: PodTemplate) -> Obj:
@@ -105,7 +115,11 @@ def pod_template(
         "resources": _resources(template, container),
         "readinessProbe": _probe("/readyz", 5, 3),
         "livenessProbe": _probe("/livez", 10, 3),
-        "startupProbe": _probe("/livez", STARTUP_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD),
+        "startupProbe": _probe(
+            container.startup_path,
+            STARTUP_PERIOD_SECONDS,
+            startup_failures(container.startup_seconds),
+        ),
         "securityContext": CONTAINER_SECURITY,
         # A container that fails before it logs a traceback's last line still has one: the
         # tail of its log becomes the termination message, which status reports.

@@ -9,10 +9,13 @@ from typing import Any
 from kuberunner.envvars import CONFIG_OVERRIDES, RUNNER_MAP, WORKER_ENV_MAP
 from kuberunner_operator import naming
 from kuberunner_operator.models import (
+    DEFAULT_PROGRESS_DEADLINE,
+    DEFAULT_STARTUP_TIMEOUT,
     ApiServerSpec,
     Rollout,
     RunnerServiceSpec,
     RunnerSpec,
+    duration_seconds,
 )
 from kuberunner_operator.render import objects
 from kuberunner_operator.render.desired import DesiredComponent, Manifest, Rendered
@@ -53,6 +56,15 @@ def deployment_strategy(rollout: Rollout | None, gpu: bool) -> Obj:
         if rollout.max_unavailable is not None:
             rolling["maxUnavailable"] = rollout.max_unavailable
     return {"type": "RollingUpdate", "rollingUpdate": rolling}
+
+
+def startup_seconds(runner: RunnerSpec) -> int:
+    return round(duration_seconds(runner.startup_timeout or DEFAULT_STARTUP_TIMEOUT))
+
+
+def progress_deadline_seconds(rollout: Rollout | None) -> int:
+    deadline = rollout.progress_deadline if rollout is not None else None
+    return max(1, round(duration_seconds(deadline or DEFAULT_PROGRESS_DEADLINE)))
 
 
 def config_overrides(runner: RunnerSpec) -> Obj:
@@ -118,6 +130,8 @@ def _runner_container(
         requests=requests,
         limits=limits,
         gpu=res.nvidia_gpu is not None,
+        startup_seconds=startup_seconds(runner),
+        startup_path="/readyz",
     )
 
 
@@ -128,13 +142,16 @@ def _component_objects(
     labels: dict[str, str],
     template: Obj,
     strategy: Obj,
+    progress_deadline: int | None = None,
 ) -> list[Manifest]:
     def meta() -> Obj:
         return objects.metadata(plan.object_name, namespace, labels, owner)
 
     return [
         objects.service(meta(), plan.selector),
-        objects.deployment(meta(), plan.selector, template, plan.replicas, strategy),
+        objects.deployment(
+            meta(), plan.selector, template, plan.replicas, strategy, progress_deadline
+        ),
     ]
 
 
@@ -157,13 +174,19 @@ def render_runner(
         workers = plan_runner_workers(runner)
     except ValueError as exc:
         return replace(base, invalid=str(exc)), []
-    plan = replace(base, workers=workers.count, env_map=workers.env_map)
+    plan = replace(
+        base,
+        workers=workers.count,
+        env_map=workers.env_map,
+        auto_rollback=runner.rollout is not None and runner.rollout.auto_rollback,
+    )
     labels = naming.common_labels(service, naming.RUNNER_COMPONENT, runner.name)
     merged = merge_pod_templates(spec.pod_template, runner.pod_template)
     container = _runner_container(runner, workers.env_map, merge_env(spec.env, runner.env))
     template = pod_template(spec, merged, labels, container)
     strategy = deployment_strategy(runner.rollout, container.gpu)
-    out = _component_objects(plan, namespace, owner, labels, template, strategy)
+    deadline = progress_deadline_seconds(runner.rollout)
+    out = _component_objects(plan, namespace, owner, labels, template, strategy, deadline)
     if runner.autoscaling is not None:
         meta = objects.metadata(object_name, namespace, labels, owner)
         out.append(objects.hpa(meta, object_name, runner.autoscaling))

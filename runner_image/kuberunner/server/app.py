@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -107,6 +108,7 @@ class RunnerWorkerApp:
 
     async def _load(self) -> None:
         started = time.monotonic()
+        self.state.mark_loading(self.settings.index)
         try:
             # Importing and instantiating user code may block for minutes: keep the loop free.
             runner, caller = await asyncio.to_thread(self._load_runner)
@@ -263,13 +265,13 @@ class RunnerWorkerApp:
         if verb not in ("GET", "HEAD"):
             await asgi.respond_error(send, 405, f"{path} accepts GET only", [(b"allow", b"GET")])
         elif path == "/readyz":
-            ready, reason = self.state.pod_ready()
-            if ready and not self.draining:
-                await asgi.respond(send, 200, _PROBE_OK)
-            else:
-                await asgi.respond(
-                    send, 503, f"{reason if not ready else 'shutting down'}\n".encode()
-                )
+            # JSON either way: the operator puts the answer of a pod that is not ready in
+            # its status (which workers load, for how long, which failed).
+            answer = self.state.readiness()
+            if self.draining:
+                answer = {**answer, "ready": False, "draining": True}
+            text = json.dumps(answer, separators=(",", ":")).encode() + b"\n"
+            await asgi.respond(send, 200 if answer["ready"] else 503, text, asgi.JSON_TYPE)
         elif path == "/metrics":
             self._publish_in_flight()
             body = await asyncio.to_thread(render_all, self.prometheus_dir)

@@ -3,8 +3,9 @@
 Kubelet's probe lands on whichever worker the kernel hands the connection to, so every worker
 must give the same answer. The truth lives in files under ``$TMPDIR`` (the only writable place
 on a read-only root filesystem): one ``ready/<index>`` file per loaded worker holding its pid,
-and a ``draining`` file written by the supervisor when SIGTERM arrives. The Prometheus
-multiprocess directory lives beside them.
+a ``loading-<index>`` file holding when that worker began loading, a ``started`` file holding
+when the supervisor started, and a ``draining`` file written by the supervisor when SIGTERM
+arrives. The Prometheus multiprocess directory lives beside them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 
 def _pid_alive(pid: int) -> bool:
@@ -33,6 +36,7 @@ class StateDir:
         self.ready_dir = root / "ready"
         self.prometheus_dir = root / "prometheus"
         self.draining_file = root / "draining"
+        self.started_file = root / "started"
 
     @classmethod
     def create(cls, name: str, worker_count: int) -> StateDir:
@@ -40,9 +44,25 @@ class StateDir:
         state = cls(root, worker_count)
         state.ready_dir.mkdir()
         state.prometheus_dir.mkdir()
+        state._write(state.started_file, repr(time.time()))
         return state
 
+    def _write(self, path: Path, text: str) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)  # atomic: a probe never reads half a file
+
+    def _read_float(self, path: Path) -> float | None:
+        try:
+            return float(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
     # --- written by workers ----------------------------------------------------------------
+
+    def mark_loading(self, index: int) -> None:
+        """Worker `index` begins loading its runnable (again, after a restart)."""
+        self._write(self.root / f"loading-{index}", repr(time.time()))
 
     def mark_ready(self, index: int) -> None:
         tmp = self.ready_dir / f".{index}.tmp"
@@ -80,16 +100,44 @@ class StateDir:
     def draining(self) -> bool:
         return self.draining_file.exists()
 
+    def _worker_ready(self, index: int) -> bool:
+        try:
+            pid = int((self.ready_dir / str(index)).read_text())
+        except (FileNotFoundError, ValueError):
+            return False
+        return _pid_alive(pid)  # a crashed worker's file may outlive it for a moment
+
     def ready_workers(self) -> int:
-        count = 0
+        return sum(1 for index in range(self.worker_count) if self._worker_ready(index))
+
+    def readiness(self) -> dict[str, Any]:
+        """The /readyz body: which workers are loading and for how long, which failed, so
+        that status can say `workers 1/2 ready, worker 1 loading for 38s`."""
+        now = time.time()
+        ready = 0
+        loading: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
         for index in range(self.worker_count):
-            try:
-                pid = int((self.ready_dir / str(index)).read_text())
-            except (FileNotFoundError, ValueError):
+            if self._worker_ready(index):
+                ready += 1
                 continue
-            if _pid_alive(pid):  # a crashed worker's file may outlive it for a moment
-                count += 1
-        return count
+            error = self.load_error(index)
+            if error is not None:
+                failed.append({"worker": index, "error": error})
+                continue
+            since = self._read_float(self.root / f"loading-{index}")
+            if since is not None:
+                loading.append({"worker": index, "seconds": round(max(0.0, now - since), 1)})
+        draining = self.draining()
+        return {
+            "ready": ready == self.worker_count and not draining,
+            "workers": self.worker_count,
+            "readyWorkers": ready,
+            "loading": loading,
+            "failed": failed,
+            "startedAt": self._read_float(self.started_file),
+            "draining": draining,
+        }
 
     def pod_ready(self) -> tuple[bool, str]:
         """(ready, reason) for the whole pod."""

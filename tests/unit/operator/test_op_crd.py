@@ -112,8 +112,9 @@ def test_crd_names_columns_and_subresources() -> None:
     assert version["name"] == "v1alpha1"
     assert version["subresources"] == {"status": {}}
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Ready", "Runners", "Workers", "GPUs", "Reason", "Age"]
+    assert list(columns) == ["Ready", "Runners", "Workers", "GPUs", "Reason", "Status", "Age"]
     assert columns["Reason"]["priority"] == 1
+    assert columns["Status"] == {**columns["Status"], "jsonPath": ".status.summary", "priority": 1}
     status = root_schema()["properties"]["status"]["properties"]
     for column in ("readyRunners", "workers", "gpus", "conditions"):
         assert column in status

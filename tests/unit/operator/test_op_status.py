@@ -119,7 +119,7 @@ def test_all_ready() -> None:
                     }
                 ],
             ),
-            "ProgressDeadlineExceeded",
+            "RolloutStalled",
         ),
         (
             dep(
@@ -153,9 +153,15 @@ def test_not_ready_reasons_from_the_deployment(
     assert condition(status, "Degraded")["status"] == ("False" if in_progress else "True")
 
 
-def test_unschedulable_reports_the_scheduler_message() -> None:
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("0/4 nodes are available: 2 Insufficient nvidia.com/gpu.", "InsufficientGPU"),
+        ("0/4 nodes are available: 4 Insufficient memory.", "Unschedulable"),
+    ],
+)
+def test_unschedulable_reports_the_scheduler_message(message: str, reason: str) -> None:
     r = rendered()
-    message = "0/4 nodes are available: 2 Insufficient nvidia.com/gpu."
     pending = pod(
         r.runners[0].selector,
         phase="Pending",
@@ -172,10 +178,10 @@ def test_unschedulable_reports_the_scheduler_message() -> None:
     assert status["runners"][0]["reason"] == "Pending"
     status, events = compute_status(r, 7, observe(r, dep(ready=0), pods=[pending]), None, T0)
     runner = status["runners"][0]
-    assert runner["reason"] == "Unschedulable"
-    assert message in runner["message"]
-    assert condition(status, "Degraded")["reason"] == "Unschedulable"
-    assert ("Warning", "Unschedulable", f"runner gpu: {runner['message']}") in events
+    assert runner["reason"] == reason
+    assert runner["message"] == f"pod p-1: {message}"
+    assert condition(status, "Degraded")["reason"] == reason
+    assert ("Warning", reason, f"runner gpu: {runner['message']}") in events
 
 
 @pytest.mark.parametrize(

@@ -198,7 +198,13 @@ def test_pod_summary_keeps_only_status_inputs() -> None:
     pod = {
         "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"}, "managedFields": [1]},
         "spec": {"nodeName": "n1", "containers": [{"env": [{"name": "SECRET", "value": "x"}]}]},
-        "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled"}], "podIP": "1"},
+        "status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled"}],
+            "podIP": "10.0.0.1",
+            "hostIP": "10.1.0.1",
+            "qosClass": "Burstable",
+        },
     }
     summary = pod_summary(pod)
     # Names, images and limits (for reasons); never env values, which may hold secrets.
@@ -206,7 +212,12 @@ def test_pod_summary_keeps_only_status_inputs() -> None:
         "nodeName": "n1",
         "containers": [{"name": None, "image": None, "resources": {"limits": {}}}],
     }
-    assert summary["status"] == {"phase": "Pending", "conditions": [{"type": "PodScheduled"}]}
+    # The pod IP is kept to ask an unready runner its /readyz; nothing else of the status is.
+    assert summary["status"] == {
+        "phase": "Pending",
+        "conditions": [{"type": "PodScheduled"}],
+        "podIP": "10.0.0.1",
+    }
     assert "managedFields" not in summary["metadata"]
 
 

@@ -14,6 +14,7 @@ from kuberunner.server.metrics import batch_size_buckets
 from kuberunner.server.state import StateDir
 from kuberunner.server.worker_env import WorkerEnvError, parse_env_map, resize
 from kuberunner.wire import Call
+from kuberunner_operator.startup import parse_readyz
 
 
 def test_env_map_is_ordered_and_validated() -> None:
@@ -75,3 +76,32 @@ def test_rows_split_and_merge_keep_every_argument_aligned() -> None:
     )
     with pytest.raises(rows.BatchError, match="lists batch only along dimension 0"):
         rows.count_rows(Call(([1, 2],)), 1)
+
+
+def test_readyz_body_names_loading_and_failed_workers_and_the_operator_reads_it(
+    tmp_path: Path,
+) -> None:
+    state = StateDir.create("r", 3)
+    try:
+        state.mark_loading(0)
+        state.mark_ready(0)
+        state.mark_loading(1)
+        state.mark_loading(2)
+        state.record_load_error(2, "RuntimeError: no model at /models/x\nTraceback...")
+        body = state.readiness()
+        assert body["ready"] is False
+        assert (body["workers"], body["readyWorkers"]) == (3, 1)
+        assert [w["worker"] for w in body["loading"]] == [1]
+        assert 0 <= body["loading"][0]["seconds"] < 60
+        assert body["failed"] == [{"worker": 2, "error": "RuntimeError: no model at /models/x"}]
+        assert isinstance(body["startedAt"], float)
+        # The operator's parser reads exactly this body (the contract between the two).
+        answer = parse_readyz(json.dumps(body))
+        assert answer is not None
+        assert answer.describe().startswith("workers 1/3 ready, worker 1 loading for ")
+        assert answer.describe().endswith("worker 2 failed: RuntimeError: no model at /models/x")
+        state.start_draining()
+        assert state.readiness()["draining"] is True
+        assert state.readiness()["ready"] is False
+    finally:
+        state.remove()
