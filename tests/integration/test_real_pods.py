@@ -8,13 +8,15 @@ operator requests no CPU here, so that a runner asking for both of the node's co
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -268,39 +270,78 @@ def test_gpu_worker_plan_splits_the_pods_gpus_between_its_workers(
     assert seen == {"0": "0,1", "1": "2,3"}
 
 
-def test_ready_waits_for_workers_that_load_for_20_seconds(real: ClusterInfo, ns: str) -> None:
-    """A runnable whose constructor takes 20 s: the RunnerService is not Ready while its
-    workers load, and `kubectl wait` returns within a few seconds after they answer."""
+def test_ready_waits_for_workers_that_load_and_status_shows_the_phases(
+    real: ClusterInfo, ns: str
+) -> None:
+    """A runnable whose constructor takes 30 s: while its workers load the runner reports
+    `Starting` in model load with a growing elapsed time (and `kubectl get rsvc -o wide`
+    shows it); `kubectl wait` returns within a few seconds after the workers answer; then the
+    start-up phases in status add up to the pod's start as the test's own clock saw it."""
+    load_s = 30
     runner = probe_runner(
         "slow",
         runnable="kuberunner.examples.diagnostics:SlowStart",
-        env=[{"name": "SLOW_START_SECONDS", "value": "20"}],
+        env=[{"name": "SLOW_START_SECONDS", "value": str(load_s)}],
     )
     applied = time.monotonic()
     apply(real, service("slow", [runner]), namespace=ns)
-    # While loading: the pod runs, the RunnerService says it is not Ready, with a reason.
-    wait_for(
-        lambda: any(
-            c["status"].get("phase") == "Running"
-            for c in kubectl_json(real, "get", "pods", "-n", ns)["items"]
-        ),
-        timeout=60,
-        message="runner pod running",
-    )
-    time.sleep(3)
-    loading = [c for c in rsvc_status(real, ns, "slow")["conditions"] if c["type"] == "Ready"]
-    assert loading[0]["status"] == "False", loading
-    assert loading[0]["reason"], loading
-    assert time.monotonic() - applied < 20, "the check above must fall inside the load"
+    elapsed_seen: list[int] = []
+    wide = ""
+    while time.monotonic() - applied < load_s - 2:
+        entry = runner_entry(real, ns, "slow", "slow")
+        if entry.get("reason") == "Starting" and "in model load" in str(entry.get("summary")):
+            # `starting: workers 0/1 ready, 10s in model load`
+            elapsed_seen.append(int(str(entry["summary"]).split("s in model load")[0].split()[-1]))
+            wide = wide or kubectl(real, "get", "rsvc", "slow", "-n", ns, "-o", "wide").stdout
+        ready = next(
+            (
+                c
+                for c in rsvc_status(real, ns, "slow").get("conditions") or []
+                if c["type"] == "Ready"
+            ),
+            {},
+        )
+        assert ready.get("status") != "True", "Ready while the workers load"
+        time.sleep(1)
+    distinct = sorted(set(elapsed_seen))
+    assert len(distinct) >= 2, f"elapsed time never grew while loading: {elapsed_seen}"
+    assert elapsed_seen == sorted(elapsed_seen), elapsed_seen
+    assert "in model load" in wide, wide
     wait_ready(real, ns, "slow", timeout=120)
     ready_after = time.monotonic() - applied
-    (pod,) = kubectl_json(real, "get", "pods", "-n", ns)["items"]
-    started = next(
-        c for c in pod["status"]["conditions"] if c["type"] == "Ready" and c["status"] == "True"
+    assert ready_after >= load_s, f"Ready after {ready_after:.1f}s, before the load ended"
+
+    entry = wait_for(
+        lambda: (
+            (e := runner_entry(real, ns, "slow", "slow")).get("startup", {}).get("workersReady")
+            and e
+        ),
+        timeout=30,
+        message="start-up phases in status",
     )
-    assert started
-    assert ready_after >= 20, f"Ready after {ready_after:.1f}s, before the 20 s load ended"
-    print(f"\nslow runner: apply to Ready {ready_after:.1f}s (20 s of model load)")
+    startup = entry["startup"]
+    (pod,) = kubectl_json(real, "get", "pods", "-n", ns)["items"]
+    assert startup["pod"] == pod["metadata"]["name"]
+    marks = [
+        datetime.fromisoformat(startup[k].replace("Z", "+00:00"))
+        for k in ("created", "scheduled", "imagePulled", "started", "workersReady")
+    ]
+    phases = [(b - a).total_seconds() for a, b in itertools.pairwise(marks)]
+    assert all(p >= 0 for p in phases), startup
+    assert startup["slowestPhase"] == "model load", startup
+    assert phases[-1] >= load_s - 1, startup  # second-granular timestamps
+    # The pod was created right after the apply (the Deployment and ReplicaSet take well under
+    # a second here) and became Ready when `kubectl wait` saw it, within its 1 s poll.
+    wall = ready_after
+    assert abs(sum(phases) - wall) <= 2.0, (phases, wall)
+    described = kubectl(real, "describe", "rsvc", "slow", "-n", ns).stdout
+    assert "Slowest Phase" in described or "slowestPhase" in described, described
+    names = ("scheduling", "image pull", "container start", "model load")
+    print(
+        f"\nslow runner: apply to Ready {wall:.1f}s ({load_s} s of model load); phases "
+        f"{dict(zip(names, phases, strict=True))} sum {sum(phases):.0f}s; "
+        f"elapsed seen while starting {distinct}"
+    )
 
 
 def test_a_killed_worker_makes_the_pod_unready_then_it_recovers(real: ClusterInfo, ns: str) -> None:
@@ -455,7 +496,8 @@ def loop():
         retry, wrong = None, False
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
-                wrong = json.loads(r.read()) != expected
+                answer = json.loads(r.read())
+                wrong = expected is not None and answer != expected
                 status = r.status
         except urllib.error.HTTPError as e:
             status, retry, wrong = e.code, e.headers.get('Retry-After'), e.read()[:300].decode()
@@ -504,19 +546,23 @@ def rolled_out(cluster: ClusterInfo, ns: str, name: str) -> bool:
 
 
 def rollout_under_load(
-    cluster: ClusterInfo, ns: str, name: str, change: dict[str, Any]
+    cluster: ClusterInfo,
+    ns: str,
+    name: str,
+    change: dict[str, Any],
+    until: Callable[[], object] | None = None,
+    target: tuple[str, str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Call the API server's Service in a closed loop while the RunnerService's spec changes
-    by merge patch `change`; returns what the client saw during and around the rollout."""
+    """Call a Service in a closed loop while the RunnerService's spec changes by merge patch
+    `change`, until `until()` holds (default: rolled out); returns what the client saw during
+    and around the change. `target` is (url, JSON body, expected answer or None); by default
+    the iris API server's /classify."""
     selector = f"kuberunner.io/service={name},kuberunner.io/runner"  # its runner pods
     before = {p["metadata"]["name"] for p in kubectl_json(
         cluster, "get", "pods", "-n", ns, "-l", selector)["items"]}  # fmt: skip
+    url, body, expected = target or (f"http://{name}-api.{ns}.svc:3000/classify", FLOWERS, SPECIES)
     script = LOAD_SCRIPT.format(
-        url=f"http://{name}-api.{ns}.svc:3000/classify",
-        body=json.dumps(FLOWERS),
-        expected=SPECIES,
-        workers=4,
-        limit=240,
+        url=url, body=json.dumps(body), expected=expected, workers=4, limit=240
     )
     apply(cluster, client_pod("load", ns, script), namespace=ns)
     wait_for(
@@ -530,7 +576,11 @@ def rollout_under_load(
     time.sleep(5)  # calls before the change: the steady state
     changed_at = time.time()
     kubectl(cluster, "patch", "rsvc", name, "-n", ns, "--type=merge", "-p", json.dumps(change))
-    wait_for(lambda: rolled_out(cluster, ns, name), timeout=180, message=f"{name} rolled out")
+    wait_for(
+        until or (lambda: rolled_out(cluster, ns, name)),
+        timeout=180,
+        message=f"{name} settled after the change",
+    )
     done_at = time.time()
     time.sleep(3)  # and after it
     kubectl(cluster, "exec", "load", "-n", ns, "--", "python", "-c",
@@ -541,6 +591,7 @@ def rollout_under_load(
     during = [c for c in calls if changed_at <= c[4] <= done_at]
     return {
         "replaced_runner_pods": not (before & after),
+        "kept_runner_pods": before <= after,
         "rollout_s": round(done_at - changed_at, 1),
         "calls": len(calls),
         "calls_during_rollout": len(during),
@@ -599,6 +650,47 @@ def test_gpu_rollout_under_load_keeps_a_replica_serving(real: ClusterInfo, ns: s
     assert seen["calls_during_rollout"] >= 20, seen
     assert seen["answers"] == {"200": seen["calls"]}, seen
     assert seen["wrong_answers"] == 0, seen
+
+
+@pytest.mark.parametrize("auto_rollback", [True, False], ids=["autoRollback", "stall"])
+def test_rollout_to_a_broken_image_rolls_back_or_stalls_while_old_pods_serve(
+    real: ClusterInfo, ns: str, auto_rollback: bool
+) -> None:
+    """A runner (2 replicas) rolled to an image that does not exist, under a closed-loop client
+    on its Service, with a 20 s progressDeadline. With autoRollback the operator puts the last
+    Ready revision's template back and reports `RolledBack`; without, it reports
+    `RolloutStalled` with the cause and leaves the rollout as it is. Either way the old pods
+    keep serving: no call fails, and the RunnerService's spec still names the broken image."""
+    rollout = {"progressDeadline": "20s", "autoRollback": auto_rollback}
+    apply(real, service("roll", [probe_runner("probe", replicas=2, rollout=rollout)]), namespace=ns)
+    wait_ready(real, ns, "roll")
+    broken = "localhost/kuberunner-runner:missing"
+    expected = "RolledBack" if auto_rollback else "RolloutStalled"
+
+    def settled() -> dict[str, Any] | None:
+        entry = runner_entry(real, ns, "roll", "probe")
+        return entry if entry.get("reason") == expected else None
+
+    target = (runner_url(real, ns, "roll", "probe", "whoami"), {"args": [], "kwargs": {}}, None)
+    seen = rollout_under_load(
+        real, ns, "roll", {"spec": {"image": broken}}, until=settled, target=target
+    )
+    entry = runner_entry(real, ns, "roll", "probe")
+    print(f"\nbroken image, autoRollback={auto_rollback}: {entry['reason']}: {entry['message']}")
+    print(f"client: {seen}")
+    assert seen["kept_runner_pods"], seen
+    assert seen["answers"] == {"200": seen["calls"]}, seen
+    assert seen["calls_during_rollout"] >= 20, seen
+    assert broken in entry["message"], entry
+    body = kubectl_json(real, "get", "rsvc", "roll", "-n", ns)
+    assert body["spec"]["image"] == broken  # the spec is never edited
+    (container,) = kubectl_json(real, "get", "deployment", entry["deployment"], "-n", ns)["spec"][
+        "template"
+    ]["spec"]["containers"]
+    assert container["image"] == (RUNNER_IMAGE if auto_rollback else broken)
+    events = kubectl(real, "get", "events", "-n", ns, "--field-selector",
+                     "involvedObject.kind=RunnerService").stdout  # fmt: skip
+    assert expected in events, events
 
 
 def test_operator_pod_deleted_mid_burst_converges_every_update(real: ClusterInfo, ns: str) -> None:
