@@ -162,23 +162,28 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
         events = [*events, *(e for e in after if e not in events)]
     _record_metrics(key, st, status, observed, now)
     await write_status(rt, st, key, previous, status, events)
-    if needs_refresh(status, now):
-        rt.queue.add(key, STARTING_REFRESH)
+    delay = refresh_delay(status, now)
+    if delay is not None:
+        rt.queue.add(key, delay)
     return REFUSED if st.refused else "success"
 
 
-def needs_refresh(status: JSON, now: datetime) -> bool:
-    """A runner has been starting for a while (or fails readiness): what status shows of it
-    changes without pod events. Pods that become ready within a few seconds (as on kwok)
-    never cause a refresh."""
+def refresh_delay(status: JSON, now: datetime) -> float | None:
+    """Seconds until this status should be computed again, or None: a runner that starts (or
+    fails readiness) changes what status shows of it without any pod event. A pod younger than
+    ELAPSED_STEP is looked at again when it reaches that age (kwok's pods are ready by then and
+    cause nothing more); an older one every STARTING_REFRESH seconds."""
+    delays = []
     for entry in status.get("runners") or []:
         if entry.get("reason") == READINESS_FAILING:
-            return True
-        if entry.get("reason") == STARTING:
+            delays.append(STARTING_REFRESH)
+        elif entry.get("reason") == STARTING:
             created = parse_time((entry.get("startup") or {}).get("created"))
-            if created is not None and (now - created).total_seconds() >= ELAPSED_STEP:
-                return True
-    return False
+            if created is None:
+                continue
+            age = (now - created).total_seconds()
+            delays.append(STARTING_REFRESH if age >= ELAPSED_STEP else ELAPSED_STEP - age + 1.0)
+    return min(delays) if delays else None
 
 
 async def _roll_back_stalled(

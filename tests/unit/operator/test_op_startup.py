@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from kuberunner_operator.models import RunnerServiceSpec, duration_seconds
-from kuberunner_operator.reconcile import needs_refresh
+from kuberunner_operator.reconcile import STARTING_REFRESH, refresh_delay
 from kuberunner_operator.render import Rendered, render_service
 from kuberunner_operator.rollout import (
     held_deployments,
@@ -486,13 +486,15 @@ def test_duration_seconds() -> None:
         duration_seconds("m5")
 
 
-def test_only_runners_starting_for_a_while_or_failing_readiness_are_refreshed() -> None:
+def test_runners_starting_or_failing_readiness_are_refreshed() -> None:
     def status(reason: str, created: float) -> dict[str, Any]:
         return {"runners": [{"name": "r", "reason": reason, "startup": {"created": at(created)}}]}
 
     now = T0 + timedelta(seconds=10)
-    assert needs_refresh(status("Starting", 0), now)
-    assert not needs_refresh(status("Starting", 8), now)  # kwok's pods are ready by then
-    assert needs_refresh(status("ReadinessFailing", 9), now)
-    assert not needs_refresh(status("InsufficientGPU", 0), now)
-    assert not needs_refresh({"runners": [{"name": "r", "ready": True}]}, now)
+    assert refresh_delay(status("Starting", 0), now) == STARTING_REFRESH
+    # A pod 2 s old is looked at again once it is 5 s old (plus a second): its elapsed time
+    # then shows, and a kwok pod is ready by then and causes nothing more.
+    assert refresh_delay(status("Starting", 8), now) == 4.0
+    assert refresh_delay(status("ReadinessFailing", 9), now) == STARTING_REFRESH
+    assert refresh_delay(status("InsufficientGPU", 0), now) is None
+    assert refresh_delay({"runners": [{"name": "r", "ready": True}]}, now) is None
