@@ -11,13 +11,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from operator_support import RSVC_PATH, child_census, wait_all_converged
 from test_operator_support import OperatorProcess, install_crd, new_namespace, rsvc, runner
 
 from kuberunner_dev.cluster import ClusterInfo, attach_process, down, processes, up
 from kuberunner_dev.cluster.cluster import api_client
 from kuberunner_dev.cluster.components import Layout
 from kuberunner_dev.cluster.state import load
+from operator_support import RSVC_PATH, child_census, wait_all_converged
 
 Figures = Callable[[str, object], None]
 

@@ -17,12 +17,12 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
-from operator_support import RSVC_PATH, ready_condition, services
 from test_operator_support import OperatorProcess, install_crd, new_namespace, rsvc, runner
 
 from k8s_helpers import kubectl, kubectl_json
 from kuberunner_dev.cluster import ClusterInfo
 from kuberunner_dev.cluster.cluster import api_client
+from operator_support import RSVC_PATH, ready_condition, services
 
 Figures = Callable[[str, object], None]
 

@@ -11,7 +11,6 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from operator_support import RSVC_PATH, wait_all_converged
 from test_operator_support import (
     OperatorProcess,
     container_env,
@@ -25,6 +24,7 @@ from test_operator_support import (
 from k8s_helpers import kubectl, wait_for
 from kuberunner_dev.cluster import ClusterInfo
 from kuberunner_dev.cluster.cluster import api_client
+from operator_support import RSVC_PATH, wait_all_converged
 
 Figures = Callable[[str, object], None]
 

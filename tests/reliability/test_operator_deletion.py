@@ -8,12 +8,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from operator_support import RSVC_PATH, child_census, wait_all_converged
 from test_operator_support import OperatorProcess, install_crd, new_namespace, rsvc, runner
 
 from k8s_helpers import kubectl, kubectl_json, wait_for
 from kuberunner_dev.cluster import ClusterInfo
 from kuberunner_dev.cluster.cluster import api_client
+from operator_support import RSVC_PATH, child_census, wait_all_converged
 
 Figures = Callable[[str, object], None]
 MANAGED = "app.kubernetes.io/managed-by=kuberunner"

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_support import RSVC_PATH, services, wait_all_converged
 from test_operator_support import OperatorProcess, install_crd, rsvc, runner
 
 from k8s_helpers import REPO, kubectl, kubectl_json, wait_for
 from kuberunner_dev.cluster import ClusterInfo
 from kuberunner_dev.cluster.binaries import locate
 from kuberunner_dev.cluster.cluster import api_client
+from operator_support import RSVC_PATH, services, wait_all_converged
 
 Figures = Callable[[str, object], None]
 PSA = {
