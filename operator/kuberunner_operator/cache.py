@@ -26,6 +26,12 @@ from kuberunner_operator.naming import LABEL_SERVICE, label_value
 ServiceKey = tuple[str, str]  # (namespace, name)
 LabelKey = tuple[str, str]  # (namespace, value of the kuberunner.io/service label)
 ChildKey = tuple[str, str]  # (kind, name)
+
+
+def child_key(obj: Mapping[str, Any]) -> ChildKey:
+    return (str(obj.get("kind")), str(obj["metadata"]["name"]))
+
+
 JSON = dict[str, Any]
 
 
@@ -124,6 +130,9 @@ class ServiceState:
     # such as core Services); a watch event with a newer generation means somebody else edited
     # the child (drift), the DELETED event of any child in here means it must be recreated.
     applied_generations: dict[ChildKey, int] = field(default_factory=dict)
+    # resourceVersion of each child without a generation (core Services) as our last apply
+    # left it: the periodic resync compares it to find edits that no generation records.
+    applied_versions: dict[ChildKey, str] = field(default_factory=dict)
     applied_hash: str | None = None
     # (uid, generation) -> validated and rendered spec: status refreshes after pod events
     # reuse it instead of validating and rendering again (the spec cannot change without a
@@ -133,6 +142,8 @@ class ServiceState:
     applied_at: float = 0.0
     resync_after: float = 0.0
     drift: bool = False
+    # The periodic resync is due: check the children against the cache, apply only if needed.
+    resync: bool = False
     # Children edited by someone else (not deleted): apply alone cannot remove fields another
     # field manager added, so their pod templates are replaced whole.
     edited: set[ChildKey] = field(default_factory=set)
@@ -143,6 +154,23 @@ class ServiceState:
     refused: dict[str, str] = field(default_factory=dict)
     # Pods whose start-up phases went into the startup histogram (each pod counted once).
     startup_counted: set[str] = field(default_factory=set)
+
+    def as_applied(self, ckeys: list[ChildKey]) -> bool:
+        """Every child is in the cache as our last apply left it: its generation (its spec) or,
+        for kinds without one, its resourceVersion unchanged since. The informers keep the
+        cache current, so a resync that finds this true has nothing to write."""
+        for ckey in ckeys:
+            live = self.children.get(ckey)
+            if live is None or ckey not in self.applied_generations:
+                return False
+            meta = live.get("metadata") or {}
+            generation = meta.get("generation")
+            if isinstance(generation, int):
+                if generation != self.applied_generations[ckey]:
+                    return False
+            elif meta.get("resourceVersion") != self.applied_versions.get(ckey):
+                return False
+        return True
 
     def is_empty(self) -> bool:
         return self.body is None and not self.children
@@ -188,6 +216,7 @@ class Cache:
                 st.body = None
                 st.applied_hash = None
                 st.applied_generations.clear()
+                st.applied_versions.clear()
                 st.applied_templates.clear()
                 st.edited.clear()
                 self._gc(key)
@@ -209,7 +238,7 @@ class Cache:
         key = self.owner_of(obj)
         if key is None:
             return None
-        ckey = (str(obj.get("kind")), str(obj["metadata"]["name"]))
+        ckey = child_key(obj)
         if deleted:
             st = self.services.get(key)
             if st is None:
@@ -217,6 +246,7 @@ class Cache:
             st.children.pop(ckey, None)
             drifted = st.body is not None and ckey in st.applied_generations
             st.applied_generations.pop(ckey, None)
+            st.applied_versions.pop(ckey, None)
             self._gc(key)
         else:
             st = self.state(key)
@@ -236,12 +266,15 @@ class Cache:
 
     def record_applied(self, key: ServiceKey, live: Mapping[str, Any]) -> None:
         st = self.state(key)
-        ckey = (str(live.get("kind")), str(live["metadata"]["name"]))
+        ckey = child_key(live)
         st.children[ckey] = strip(live)
         gen = live["metadata"].get("generation")
         # Core Services have no generation: record them anyway, so that their deletion is
         # seen as drift (a later edit of such a child is repaired by the periodic resync).
         st.applied_generations[ckey] = gen if isinstance(gen, int) else 0
+        version = live["metadata"].get("resourceVersion")
+        if not isinstance(gen, int) and isinstance(version, str):
+            st.applied_versions[ckey] = version
         digest = template_digest(live)
         if digest is not None:
             st.applied_templates[ckey] = digest
@@ -251,6 +284,7 @@ class Cache:
         if st is not None:
             st.children.pop(ckey, None)
             st.applied_generations.pop(ckey, None)
+            st.applied_versions.pop(ckey, None)
 
     def set_pod(self, pod: Mapping[str, Any], deleted: bool) -> ServiceKey | None:
         """Record a pod; returns its service when that service is known."""

@@ -33,6 +33,12 @@ RECONCILE_DURATION = Histogram(
     "Wall time of one RunnerService reconcile.",
     buckets=RECONCILE_BUCKETS,
 )
+RESYNC_TOTAL = Counter(
+    "kuberunner_operator_resync_total",
+    "Periodic resyncs by outcome: `unchanged` (every child as last applied: no write) or "
+    "`applied` (a child missing or changed by someone else: applied again).",
+    ["outcome"],
+)
 MANAGED_SERVICES = Gauge(
     "kuberunner_operator_managed_services",
     "RunnerService objects this operator currently watches.",

@@ -19,10 +19,10 @@ from pydantic import ValidationError
 
 from kuberunner_operator import naming
 from kuberunner_operator.apply import apply_children, prune, replace_edited_templates
-from kuberunner_operator.cache import ServiceKey, ServiceState
+from kuberunner_operator.cache import ServiceKey, ServiceState, child_key
 from kuberunner_operator.events import post_event
 from kuberunner_operator.kinds import DEPLOYMENT, HPA, RUNNER_SERVICE
-from kuberunner_operator.metrics import ROLLOUT_STALLED, RUNNER_STARTUP
+from kuberunner_operator.metrics import RESYNC_TOTAL, ROLLOUT_STALLED, RUNNER_STARTUP
 from kuberunner_operator.models import RolledBackStatus, RunnerServiceSpec
 from kuberunner_operator.render import Rendered, render_service
 from kuberunner_operator.rollout import fetch_readyz, held_deployments, readyz_targets, roll_back
@@ -110,7 +110,7 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
     now = datetime.now(UTC)
 
     uid = str(meta["uid"])
-    if st.rendered_for == (uid, generation) and not st.drift:
+    if st.rendered_for == (uid, generation) and not st.drift and not st.resync:
         # A status refresh: the spec is unchanged, so are the plans; skip validate and render.
         rendered: Rendered = st.rendered
     else:
@@ -132,7 +132,11 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
             )
         ]
         wanted = digest(objects)
-        if st.drift or wanted != st.applied_hash:
+        resync, st.resync = st.resync, False
+        intact = wanted == st.applied_hash and st.as_applied([child_key(o) for o in objects])
+        if resync:
+            RESYNC_TOTAL.labels(outcome="unchanged" if intact and not st.drift else "applied").inc()
+        if st.drift or not intact:
             st.drift = False  # cleared first: drift seen while applying triggers another pass
             try:
                 await apply_children(rt, key, objects)
@@ -145,8 +149,8 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
                 st.drift = True  # applied again on the next pass (after the backoff)
             else:
                 st.applied_hash = wanted
-            st.applied_at = time.monotonic()
-            st.resync_after = rt.config.resync_delay()
+        st.applied_at = time.monotonic()  # checked (and applied if needed) now
+        st.resync_after = rt.config.resync_delay()
         # Keep only the plans: the manifests are re-rendered when applying again.
         st.rendered_for, st.rendered = (uid, generation), dataclasses.replace(rendered, objects=[])
 

@@ -90,11 +90,13 @@ async def worker(rt: Runtime) -> None:
 
 
 async def resync_loop(rt: Runtime, period: float = 5.0) -> None:
-    """Queue services whose last full apply is older than their jittered resync interval."""
+    """Queue services whose last check is older than their jittered resync interval. The
+    reconcile then compares the children in the cache with what it applied, and writes only
+    if one is missing or was changed by someone else (events it might have missed)."""
     while True:
         await asyncio.sleep(period)
         now = time.monotonic()
         for key, st in list(rt.cache.services.items()):
             if st.body is not None and st.applied_at and now - st.applied_at > st.resync_after:
-                st.drift = True
+                st.resync = True
                 rt.queue.add(key)

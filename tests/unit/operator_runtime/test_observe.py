@@ -313,3 +313,32 @@ async def test_urgency_survives_a_key_being_processed() -> None:
     queue.add(("ns", "a"), urgent=True)  # arrives mid-reconcile
     queue.done(key)
     assert await _drain(queue) == [("ns", "a"), ("ns", "b")]
+
+
+def test_children_are_as_applied_until_someone_else_changes_or_deletes_one() -> None:
+    """What the periodic resync checks before it writes anything: generations of children that
+    have one, resourceVersions of core Services, and that every child is still there."""
+    cache = Cache()
+    key = ("ns", "svc")
+    cache.set_service(key, {"metadata": {"name": "svc", "namespace": "ns"}})
+    deployment = _child("Deployment", "d", 2)
+    service = _child("Service", "s", 0)
+    del service["metadata"]["generation"]
+    service["metadata"]["resourceVersion"] = "100"
+    cache.record_applied(key, deployment)
+    cache.record_applied(key, service)
+    st = cache.services[key]
+    both = [("Deployment", "d"), ("Service", "s")]
+    assert st.as_applied(both)
+    # Status updates of a Deployment leave its generation: still as applied.
+    cache.set_child({**deployment, "status": {"readyReplicas": 1}}, deleted=False)
+    assert st.as_applied(both)
+    # A Service edited by someone else has a new resourceVersion and no generation to show it.
+    edited = {**service, "metadata": {**service["metadata"], "resourceVersion": "101"}}
+    cache.set_child(edited, deleted=False)
+    assert not st.as_applied(both)
+    cache.record_applied(key, edited)  # applied again
+    assert st.as_applied(both)
+    cache.set_child(_child("Deployment", "d", 3), deleted=False)  # spec edited
+    assert not st.as_applied(both)
+    assert not st.as_applied([("Deployment", "never-applied")])
