@@ -25,6 +25,15 @@ target <= 250 MB). On stderr, per phase: CPU seconds by program (the whole machi
 the API server served by verb and resource (from its own metrics), and when services got their
 status. The cluster has enough CPU nodes for every pod (110 pods each); it is started with
 `kuberunner_dev.cluster` and torn down at the end unless `--keep`.
+
+Soak (`--soak R`, instead of the phases above): one operator process, R rounds of churn at N
+services (create all, update every spec, delete all; each step timed until done), each round
+followed by the floor phase as the cluster's own control, then `--idle` seconds idle. Per
+round: the operator's time and CPU per service, its RSS, and its cache counts after the
+delete (they must return to 0); then N services are made again and left alone: the idle
+window's operator CPU, reconciles and writes (resyncs due meanwhile must write nothing).
+
+    .venv/bin/python bench/operator_bench.py --soak 10 --services 100 --idle 600
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import json
 import math
 import os
 import signal
@@ -469,6 +479,210 @@ def median(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+# --- soak ------------------------------------------------------------------------------------
+
+
+def operator_metrics(port: int) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
+        if line.startswith("kuberunner_operator_"):
+            series, value = line.rsplit(" ", 1)
+            values[series] = float(value)
+    return values
+
+
+def cached_objects(port: int) -> dict[str, int]:
+    prefix = 'kuberunner_operator_cached_objects{kind="'
+    return {
+        series[len(prefix) : -2]: int(value)
+        for series, value in operator_metrics(port).items()
+        if series.startswith(prefix)
+    }
+
+
+def current_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def wait_observed(kube: KubeClient, ns: str, count: int, timeout: float = 600) -> None:
+    """Until `count` RunnerServices of `ns` have status for their generation."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        items = await kube.list(RUNNER_SERVICE.api_version, RUNNER_SERVICE.kind, ns)
+        done = [
+            b
+            for b in items
+            if (b.get("status") or {}).get("observedGeneration") == b["metadata"]["generation"]
+        ]
+        if len(items) == count and len(done) == count:
+            return
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"services of {ns} not observed after {timeout}s")
+
+
+async def wait_gone(kube: KubeClient, ns: str, timeout: float = 600) -> None:
+    """Until no RunnerService, child or pod of `ns` is left."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = await kube.list(RUNNER_SERVICE.api_version, RUNNER_SERVICE.kind, ns)
+        sel = "app.kubernetes.io/managed-by=kuberunner"
+        pods = await kube.list("v1", "Pod", ns, label_selector=sel)
+        if not left and not pods and await children_count(kube, ns) == 0:
+            return
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"services of {ns} not gone after {timeout}s")
+
+
+CHILD_RESOURCES = ("deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets")
+
+
+def operator_resource(key: str) -> bool:
+    """`VERB resource[/subresource]` (see `api_requests`) is a write the operator makes: its
+    children (not their status, which controllers write) and its RunnerServices."""
+    resource, _, sub = key.split(" ", 1)[1].partition("/")
+    return (resource in CHILD_RESOURCES and not sub) or resource == "runnerservices"
+
+
+async def idle_services(kube: KubeClient, ns: str, count: int, replicas: int) -> None:
+    """`count` services made and observed, then 20 s for the HPA controller's first status
+    writes (its sync period is 15 s) and the status updates they cause."""
+    await asyncio.gather(*(kube.create(s) for s in runner_services(ns, count, replicas)))
+    await wait_observed(kube, ns, count)
+    await asyncio.sleep(20)
+
+
+async def churn(kube: KubeClient, ns: str, count: int, replicas: int, revision: int) -> float:
+    """Create, update and delete `count` services; the seconds until each step was done."""
+    services = runner_services(ns, count, replicas)
+    start = time.perf_counter()
+    await asyncio.gather(*(kube.create(s) for s in services))
+    await wait_observed(kube, ns, count)
+    env = [{"op": "add", "path": "/spec/env", "value": [{"name": "REV", "value": str(revision)}]}]
+    await asyncio.gather(
+        *(
+            kube.json_patch(
+                RUNNER_SERVICE.api_version,
+                RUNNER_SERVICE.kind,
+                s["metadata"]["name"],
+                ns,
+                env,
+                field_manager="bench-soak",
+            )
+            for s in services
+        )
+    )
+    await wait_observed(kube, ns, count)
+    await asyncio.gather(
+        *(
+            kube.delete(RUNNER_SERVICE.api_version, RUNNER_SERVICE.kind, s["metadata"]["name"], ns)
+            for s in services
+        )
+    )
+    await wait_gone(kube, ns)
+    return time.perf_counter() - start
+
+
+def soak(args: argparse.Namespace, cluster: ClusterInfo) -> None:
+    kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kubectl(cluster, "wait", "--for=condition=Established", "crd/runnerservices.kuberunner.io")
+    n, reps, conc, ns = args.services, args.replicas, args.concurrency, "bench-soak"
+    asyncio.run(with_client(cluster, conc, lambda k: ensure_namespace(k, ns)))
+    log = Path(tempfile.mkdtemp(prefix="kr-soak-")) / "operator.log"
+    proc, port = start_operator(cluster, ns, log, conc)
+    rows: list[dict[str, float]] = []
+    try:
+        for round_ in range(args.soak):
+            cpu_before = cpu_seconds(proc.pid)
+            seconds = asyncio.run(
+                with_client(cluster, conc, lambda k, r=round_: churn(k, ns, n, reps, r + 1))
+            )
+            cpu = cpu_seconds(proc.pid) - cpu_before
+            # Every object is gone from the cluster: the cache must follow within seconds (the
+            # gauge is published by the operator's heartbeat).
+            deadline = time.monotonic() + 15
+            cache = cached_objects(port)
+            while sum(cache.values()) and time.monotonic() < deadline:
+                time.sleep(0.5)
+                cache = cached_objects(port)
+            floor = asyncio.run(with_client(cluster, conc, lambda k: bench_floor(k, n, reps)))
+            rows.append(
+                {
+                    "round": round_ + 1,
+                    "seconds": seconds,
+                    "cpu_ms_per_service": 1000 * cpu / n,
+                    "rss": current_rss_mb(proc.pid),
+                    "cached": float(sum(cache.values())),
+                    "floor": floor,
+                }
+            )
+            print(f"  round {round_ + 1}: {rows[-1]} cache {cache}", file=sys.stderr)
+        # Idle with N Ready services in place: the resyncs due meanwhile must write nothing.
+        asyncio.run(with_client(cluster, conc, lambda k: idle_services(k, ns, n, reps)))
+        before = operator_metrics(port)
+        writes_before = asyncio.run(with_client(cluster, conc, api_requests))
+        cpu_before = cpu_seconds(proc.pid)
+        time.sleep(args.idle)
+        idle_cpu = cpu_seconds(proc.pid) - cpu_before
+        after = operator_metrics(port)
+        writes_after = asyncio.run(with_client(cluster, conc, api_requests))
+    finally:
+        stop_operator(proc)
+        asyncio.run(with_client(cluster, conc, lambda k: delete_namespace(k, ns)))
+    reconciles = sum(
+        after[k] - before.get(k, 0.0)
+        for k in after
+        if k.startswith("kuberunner_operator_reconcile_total{")
+    )
+    ours = {
+        k: v - writes_before.get(k, 0.0)
+        for k, v in writes_after.items()
+        if operator_resource(k) and v != writes_before.get(k, 0.0)
+    }
+    print()
+    print("| round | churn s | operator CPU ms/service | RSS MB | cached objects after delete "
+          "| floor s | churn / floor |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        print(
+            f"| {row['round']:.0f} | {row['seconds']:.2f} | {row['cpu_ms_per_service']:.1f} "
+            f"| {row['rss']:.0f} | {row['cached']:.0f} | {row['floor']:.2f} "
+            f"| {row['seconds'] / row['floor']:.2f} |"
+        )
+    first, last = rows[: min(3, len(rows))], rows[-min(3, len(rows)) :]
+
+    def mean(part: list[dict[str, float]], key: str) -> float:
+        return statistics.fmean(r[key] for r in part)
+
+    grown = (
+        max(r["rss"] for r in rows[min(3, len(rows)) - 1 :]) - rows[min(3, len(rows)) - 1]["rss"]
+    )
+    print(
+        f"\nlast 3 rounds / first 3: churn time "
+        f"{mean(last, 'seconds') / mean(first, 'seconds'):.2f}"
+        f" (floor {mean(last, 'floor') / mean(first, 'floor'):.2f}), CPU per service "
+        f"{mean(last, 'cpu_ms_per_service') / mean(first, 'cpu_ms_per_service'):.2f} "
+        f"(target <= 1.10); RSS growth after round 3: {grown:.1f} MB (target < 10); "
+        f"cached objects after every delete: {sorted({int(r['cached']) for r in rows})} "
+        f"(target [0])"
+    )
+    print(
+        f"idle {args.idle:g} s: operator CPU {100 * idle_cpu / args.idle:.2f}% of a core "
+        f"(target < 2%), {reconciles:g} reconciles, operator-resource writes {ours or 0}"
+    )
+    if args.json:
+        result = {
+            "rounds": rows,
+            "rss_growth_after_round_3_mb": grown,
+            "idle_cpu_percent": 100 * idle_cpu / args.idle,
+            "idle_reconciles": reconciles,
+            "idle_writes": ours,
+        }
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--services", type=int, default=100, help="RunnerServices (3 runners each)")
@@ -477,13 +691,16 @@ def main() -> int:
     parser.add_argument("--cluster", default="bench", help="dev cluster name")
     parser.add_argument("--rounds", type=int, default=1, help="repeat all phases; show medians")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    parser.add_argument("--soak", type=int, default=0, help="run R soak rounds instead")
+    parser.add_argument("--idle", type=float, default=600.0, help="idle seconds after a soak")
+    parser.add_argument("--json", help="also write the soak's figures to this file")
     args = parser.parse_args()
     clusters_dir = Path(tempfile.gettempdir()) / "kuberunner-bench-clusters"
     # Room for every pod (110 per node): Pending pods would add scheduler retries and events.
     cpu_nodes = max(2, math.ceil(3 * args.services * args.replicas / 100))
     cluster = up(args.cluster, cpu_nodes=cpu_nodes, clusters_dir=clusters_dir)
     try:
-        run(args, cluster)
+        soak(args, cluster) if args.soak else run(args, cluster)
     finally:
         if not args.keep:
             down(args.cluster, clusters_dir=clusters_dir)

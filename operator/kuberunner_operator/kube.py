@@ -34,7 +34,7 @@ import yaml
 
 from kuberunner_operator import kinds
 from kuberunner_operator.credentials import CredentialError, FileToken, TokenSource, token_source
-from kuberunner_operator.metrics import API_AUTH_FAILING, API_AUTH_FAILURES
+from kuberunner_operator.metrics import API_AUTH_FAILING, API_AUTH_FAILURES, API_REQUESTS
 
 FIELD_MANAGER = "kuberunner"
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -321,7 +321,9 @@ class KubeClient:
                 ):
                     raw = await resp.read()
             except _TRANSPORT_FAILURES as exc:
+                API_REQUESTS.labels(method=method, code="error").inc()
                 raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            API_REQUESTS.labels(method=method, code=str(resp.status)).inc()
             self._judge(resp.status, raw, f"{method} {path}")
             if resp.status == 401 and attempt == 1:
                 self.config.tokens.invalidate()

@@ -51,6 +51,12 @@ LEADER = Gauge(
     "kuberunner_operator_leader",
     "1 while this process holds the leader Lease (or runs without leader election).",
 )
+API_REQUESTS = Counter(
+    "kuberunner_operator_api_requests_total",
+    "Requests sent to the API server (watches not included), by HTTP method and answer code "
+    "(`error` when no answer came).",
+    ["method", "code"],
+)
 API_AUTH_FAILURES = Counter(
     "kuberunner_operator_api_auth_failures_total",
     "API requests refused as unauthenticated (401) or forbidden (403).",

@@ -124,6 +124,8 @@ NAMESPACED: set[Right] = {
         for v in ("get", "list", "watch", "create", "patch", "update", "delete")
     },
     *{("", "pods", v) for v in ("get", "list", "watch")},
+    # autoRollback reads the last Ready revision's pod template from its ReplicaSet.
+    *{("apps", "replicasets", v) for v in ("get", "list")},
     ("", "events", "create"),
     ("", "events", "patch"),
 }
