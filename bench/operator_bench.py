@@ -198,11 +198,16 @@ def free_port() -> int:
         return port
 
 
-def peak_rss_mb(pid: int) -> float:
+def status_mb(pid: int, field: str) -> float:
+    """A memory field of /proc/PID/status (VmHWM: peak RSS, VmRSS: current) in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_rss_mb(pid: int) -> float:
+    return status_mb(pid, "VmHWM")
 
 
 async def children_count(kube: KubeClient, ns: str) -> int:
@@ -247,11 +252,7 @@ def start_operator(
 
 def reconcile_summary(port: int) -> str:
     """Reconcile counts by result and the mean duration, from the operator's /metrics."""
-    values: dict[str, float] = {}
-    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
-        if line.startswith("kuberunner_operator_reconcile_"):
-            series, value = line.rsplit(" ", 1)
-            values[series] = float(value)
+    values = operator_metrics(port)
     count = values.get("kuberunner_operator_reconcile_duration_seconds_count", 0.0)
     total = values.get("kuberunner_operator_reconcile_duration_seconds_sum", 0.0)
     prefix = "kuberunner_operator_reconcile_total{"
@@ -501,10 +502,7 @@ def cached_objects(port: int) -> dict[str, int]:
 
 
 def current_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return status_mb(pid, "VmRSS")
 
 
 async def wait_observed(kube: KubeClient, ns: str, count: int, timeout: float = 600) -> None:

@@ -128,7 +128,7 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
             if not (
                 o["kind"] == DEPLOYMENT.kind
                 and o["metadata"]["name"] in held
-                and (DEPLOYMENT.kind, o["metadata"]["name"]) in st.children
+                and child_key(o) in st.children
             )
         ]
         wanted = digest(objects)
