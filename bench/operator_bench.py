@@ -404,8 +404,32 @@ async def with_client(cluster: ClusterInfo, concurrency: int, fn: Any) -> Any:
         return await fn(kube)
 
 
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy (`pip install py-spy`) sampling the operator until it exits: collapsed stacks
+    (one line per stack and its sample count; `flamegraph.pl` or speedscope draw them)."""
+    argv = [
+        "py-spy",
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "-o",
+        str(out),
+    ]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def operator_round(
-    cluster: ClusterInfo, n: int, reps: int, conc: int, last: bool, keep: bool
+    cluster: ClusterInfo,
+    n: int,
+    reps: int,
+    conc: int,
+    last: bool,
+    keep: bool,
+    profile: Path | None = None,
 ) -> tuple[float, float, float, str, Path]:
     """One operator phase: start it, time it, stop it. Returns time, peak RSS, operator CPU,
     its reconcile summary and its log."""
@@ -413,6 +437,7 @@ def operator_round(
     asyncio.run(with_client(cluster, conc, lambda k: ensure_namespace(k, ns)))
     log = Path(tempfile.mkdtemp(prefix="kr-bench-")) / "operator.log"
     proc, metrics_port = start_operator(cluster, ns, log, conc)
+    profiler = start_profiler(proc.pid, profile) if profile is not None else None
     try:
         cpu_before = cpu_seconds(proc.pid)
         op = asyncio.run(with_client(cluster, conc, lambda k: bench_operator(k, ns, n, reps)))
@@ -421,10 +446,25 @@ def operator_round(
         reconciles = reconcile_summary(metrics_port)
     finally:
         stop_operator(proc)
+        if profiler is not None:
+            profiler.wait(60)
+            print(f"  operator profile: {profile}", file=sys.stderr)
     if not last or keep:  # a later round needs it gone; otherwise the cluster goes away
         asyncio.run(with_client(cluster, conc, lambda k: delete_namespace(k, ns)))
         asyncio.run(with_client(cluster, conc, settle))
     return op, rss, cpu, reconciles, log
+
+
+PHASES = ("create", "apply", "floor", "backlog", "operator")
+
+
+def phase_order(phases: list[str], round_: int) -> list[str]:
+    """The bulk phases first, then the floor phases and the operator, in reverse order every
+    other round: whatever a phase leaves behind (etcd's growth, the garbage collector's queue)
+    then weighs on the floor and on the operator alike across rounds."""
+    bulk = [p for p in phases if p in ("create", "apply")]
+    rest = [p for p in phases if p not in bulk]
+    return bulk + (rest[::-1] if round_ % 2 else rest)
 
 
 def run(args: argparse.Namespace, cluster: ClusterInfo) -> None:
@@ -435,19 +475,28 @@ def run(args: argparse.Namespace, cluster: ClusterInfo) -> None:
     rows: list[dict[str, float]] = []
     for round_ in range(args.rounds):
         print(f"round {round_ + 1} of {args.rounds}", file=sys.stderr)
-        row: dict[str, float] = {}
-        for verb in ("create", "apply"):
-            row[verb] = asyncio.run(
-                with_client(cluster, conc, lambda k, v=verb: bench_bulk(k, n, reps, v))
-            )
-        row["floor"] = asyncio.run(with_client(cluster, conc, lambda k: bench_floor(k, n, reps)))
-        row["backlog"] = asyncio.run(
-            with_client(cluster, conc, lambda k: bench_floor(k, n, reps, made_before=True))
-        )
+        row: dict[str, float] = dict.fromkeys(PHASES, math.nan)
         last = round_ == args.rounds - 1
-        row["operator"], row["rss"], cpu, reconciles, log = operator_round(
-            cluster, n, reps, conc, last, args.keep
-        )
+        cpu, reconciles, log = math.nan, "", Path()
+        order = phase_order(args.phases, round_)
+        for phase in order:
+            if phase in ("create", "apply"):
+                row[phase] = asyncio.run(
+                    with_client(cluster, conc, lambda k, v=phase: bench_bulk(k, n, reps, v))
+                )
+            elif phase in ("floor", "backlog"):
+                row[phase] = asyncio.run(
+                    with_client(
+                        cluster,
+                        conc,
+                        lambda k, b=phase == "backlog": bench_floor(k, n, reps, made_before=b),
+                    )
+                )
+            else:
+                profile = Path(f"{args.profile}.{round_ + 1}.folded") if args.profile else None
+                row["operator"], row["rss"], cpu, reconciles, log = operator_round(
+                    cluster, n, reps, conc, last and phase == order[-1], args.keep, profile
+                )
         print(f"  operator CPU {cpu:.1f}s; {reconciles}; log {log}", file=sys.stderr)
         rows.append(row)
 
@@ -691,6 +740,13 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
     parser.add_argument("--soak", type=int, default=0, help="run R soak rounds instead")
     parser.add_argument("--idle", type=float, default=600.0, help="idle seconds after a soak")
+    parser.add_argument(
+        "--phases",
+        type=lambda v: [p for p in v.split(",") if p],
+        default=list(PHASES),
+        help=f"comma-separated subset of {','.join(PHASES)} (default: all)",
+    )
+    parser.add_argument("--profile", help="py-spy flame graph of the operator: PREFIX.R.folded")
     parser.add_argument("--json", help="also write the soak's figures to this file")
     args = parser.parse_args()
     clusters_dir = Path(tempfile.gettempdir()) / "kuberunner-bench-clusters"

@@ -134,6 +134,7 @@ class ServiceState:
     # left it: the periodic resync compares it to find edits that no generation records.
     applied_versions: dict[ChildKey, str] = field(default_factory=dict)
     applied_hash: str | None = None
+    applied_keys: list[ChildKey] = field(default_factory=list)  # the children of that apply
     # (uid, generation) -> validated and rendered spec: status refreshes after pod events
     # reuse it instead of validating and rendering again (the spec cannot change without a
     # new generation).

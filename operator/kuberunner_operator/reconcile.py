@@ -110,7 +110,14 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
     now = datetime.now(UTC)
 
     uid = str(meta["uid"])
-    if st.rendered_for == (uid, generation) and not st.drift and not st.resync:
+    planned = st.rendered_for == (uid, generation) and not st.drift
+    if planned and st.resync and st.applied_hash is not None and st.as_applied(st.applied_keys):
+        # A resync that finds every child as the last apply left it: the spec is unchanged, so
+        # rendering again would give the same objects; nothing to validate, render or write.
+        st.resync = False
+        RESYNC_TOTAL.labels(outcome="unchanged").inc()
+        st.applied_at, st.resync_after = time.monotonic(), rt.config.resync_delay()
+    if planned and not st.resync:
         # A status refresh: the spec is unchanged, so are the plans; skip validate and render.
         rendered: Rendered = st.rendered
     else:
@@ -149,6 +156,7 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
                 st.drift = True  # applied again on the next pass (after the backoff)
             else:
                 st.applied_hash = wanted
+                st.applied_keys = [child_key(o) for o in objects]
         st.applied_at = time.monotonic()  # checked (and applied if needed) now
         st.resync_after = rt.config.resync_delay()
         # Keep only the plans: the manifests are re-rendered when applying again.
