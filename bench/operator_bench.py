@@ -554,8 +554,16 @@ def current_rss_mb(pid: int) -> float:
     return status_mb(pid, "VmRSS")
 
 
-async def wait_observed(kube: KubeClient, ns: str, count: int, timeout: float = 600) -> None:
-    """Until `count` RunnerServices of `ns` have status for their generation."""
+def is_ready(body: dict[str, Any]) -> bool:
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+async def wait_observed(
+    kube: KubeClient, ns: str, count: int, timeout: float = 600, *, ready: bool = False
+) -> None:
+    """Until `count` RunnerServices of `ns` have status for their generation (and are Ready,
+    with `ready`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         items = await kube.list(RUNNER_SERVICE.api_version, RUNNER_SERVICE.kind, ns)
@@ -563,6 +571,7 @@ async def wait_observed(kube: KubeClient, ns: str, count: int, timeout: float = 
             b
             for b in items
             if (b.get("status") or {}).get("observedGeneration") == b["metadata"]["generation"]
+            and (is_ready(b) or not ready)
         ]
         if len(items) == count and len(done) == count:
             return
@@ -594,10 +603,10 @@ def operator_resource(key: str) -> bool:
 
 
 async def idle_services(kube: KubeClient, ns: str, count: int, replicas: int) -> None:
-    """`count` services made and observed, then 20 s for the HPA controller's first status
+    """`count` services made and Ready, then 20 s for the HPA controller's first status
     writes (its sync period is 15 s) and the status updates they cause."""
     await asyncio.gather(*(kube.create(s) for s in runner_services(ns, count, replicas)))
-    await wait_observed(kube, ns, count)
+    await wait_observed(kube, ns, count, ready=True)
     await asyncio.sleep(20)
 
 
@@ -641,6 +650,10 @@ def soak(args: argparse.Namespace, cluster: ClusterInfo) -> None:
     proc, port = start_operator(cluster, ns, log, conc)
     rows: list[dict[str, float]] = []
     try:
+        # Warm-up, not measured: the garbage collector learns of the new CRD's resources by
+        # periodic discovery, and until then leaves the first deleted services' children (up
+        # to ~40 s). One service made and deleted takes that wait out of round 1.
+        asyncio.run(with_client(cluster, conc, lambda k: churn(k, ns, 1, reps, 0)))
         for round_ in range(args.soak):
             cpu_before = cpu_seconds(proc.pid)
             seconds = asyncio.run(
@@ -678,16 +691,49 @@ def soak(args: argparse.Namespace, cluster: ClusterInfo) -> None:
     finally:
         stop_operator(proc)
         asyncio.run(with_client(cluster, conc, lambda k: delete_namespace(k, ns)))
-    reconciles = sum(
-        after[k] - before.get(k, 0.0)
-        for k in after
-        if k.startswith("kuberunner_operator_reconcile_total{")
-    )
+
+    def counted(prefix: str) -> float:
+        return sum(after[k] - before.get(k, 0.0) for k in after if k.startswith(prefix))
+
+    reconciles = counted("kuberunner_operator_reconcile_total{")
+    resyncs = {
+        outcome: counted(f'kuberunner_operator_resync_total{{outcome="{outcome}"}}')
+        for outcome in ("unchanged", "applied")
+    }
     ours = {
         k: v - writes_before.get(k, 0.0)
         for k, v in writes_after.items()
         if operator_resource(k) and v != writes_before.get(k, 0.0)
     }
+    if rows:
+        print_rounds(rows)
+    print(
+        f"idle {args.idle:g} s with {n} services: operator CPU "
+        f"{100 * idle_cpu / args.idle:.2f}% of a core (target < 2%), {reconciles:g} reconciles, "
+        f"resyncs {resyncs['unchanged']:g} unchanged and {resyncs['applied']:g} applied, "
+        f"operator-resource writes {ours or 0} (target 0)"
+    )
+    if args.json:
+        result = {
+            "rounds": rows,
+            "rss_growth_after_round_3_mb": rss_growth(rows),
+            "idle_cpu_percent": 100 * idle_cpu / args.idle,
+            "idle_reconciles": reconciles,
+            "idle_resyncs": resyncs,
+            "idle_writes": ours,
+        }
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+def rss_growth(rows: list[dict[str, float]]) -> float:
+    """RSS growth after round 3 (or the last round, when fewer), in MB."""
+    if not rows:
+        return 0.0
+    base = min(3, len(rows)) - 1
+    return max(r["rss"] for r in rows[base:]) - rows[base]["rss"]
+
+
+def print_rounds(rows: list[dict[str, float]]) -> None:
     print()
     print("| round | churn s | operator CPU ms/service | RSS MB | cached objects after delete "
           "| floor s | churn / floor |")  # fmt: skip
@@ -703,31 +749,15 @@ def soak(args: argparse.Namespace, cluster: ClusterInfo) -> None:
     def mean(part: list[dict[str, float]], key: str) -> float:
         return statistics.fmean(r[key] for r in part)
 
-    grown = (
-        max(r["rss"] for r in rows[min(3, len(rows)) - 1 :]) - rows[min(3, len(rows)) - 1]["rss"]
-    )
     print(
         f"\nlast 3 rounds / first 3: churn time "
         f"{mean(last, 'seconds') / mean(first, 'seconds'):.2f}"
         f" (floor {mean(last, 'floor') / mean(first, 'floor'):.2f}), CPU per service "
         f"{mean(last, 'cpu_ms_per_service') / mean(first, 'cpu_ms_per_service'):.2f} "
-        f"(target <= 1.10); RSS growth after round 3: {grown:.1f} MB (target < 10); "
+        f"(target <= 1.10); RSS growth after round 3: {rss_growth(rows):.1f} MB (target < 10); "
         f"cached objects after every delete: {sorted({int(r['cached']) for r in rows})} "
         f"(target [0])"
     )
-    print(
-        f"idle {args.idle:g} s: operator CPU {100 * idle_cpu / args.idle:.2f}% of a core "
-        f"(target < 2%), {reconciles:g} reconciles, operator-resource writes {ours or 0}"
-    )
-    if args.json:
-        result = {
-            "rounds": rows,
-            "rss_growth_after_round_3_mb": grown,
-            "idle_cpu_percent": 100 * idle_cpu / args.idle,
-            "idle_reconciles": reconciles,
-            "idle_writes": ours,
-        }
-        Path(args.json).write_text(json.dumps(result, indent=1))
 
 
 def main() -> int:
@@ -738,7 +768,9 @@ def main() -> int:
     parser.add_argument("--cluster", default="bench", help="dev cluster name")
     parser.add_argument("--rounds", type=int, default=1, help="repeat all phases; show medians")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
-    parser.add_argument("--soak", type=int, default=0, help="run R soak rounds instead")
+    parser.add_argument(
+        "--soak", type=int, help="run R soak rounds instead (0: only the idle window)"
+    )
     parser.add_argument("--idle", type=float, default=600.0, help="idle seconds after a soak")
     parser.add_argument(
         "--phases",
@@ -754,7 +786,7 @@ def main() -> int:
     cpu_nodes = max(2, math.ceil(3 * args.services * args.replicas / 100))
     cluster = up(args.cluster, cpu_nodes=cpu_nodes, clusters_dir=clusters_dir)
     try:
-        soak(args, cluster) if args.soak else run(args, cluster)
+        soak(args, cluster) if args.soak is not None else run(args, cluster)
     finally:
         if not args.keep:
             down(args.cluster, clusters_dir=clusters_dir)

@@ -67,15 +67,18 @@ async def runnerservice_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> 
         forget_service(*key)
         return
     known = memo.cache.services.get(key)
-    spec_changed = (
-        known is None or known.body is None or generation_of(known.body) != meta.get("generation")
-    )
+    before = known.body if known is not None else None
+    spec_changed = before is None or generation_of(before) != meta.get("generation")
+    # The echo of our own status write: the same generation and the status we wrote. The
+    # reconcile reads nothing else of the body, so there is nothing to do.
+    echo = not spec_changed and before is not None and before.get("status") == obj.get("status")
     memo.cache.set_service(key, obj)
     MANAGED_SERVICES.set(memo.cache.managed_count())
-    # Spec changes reconcile at once; status-only echoes of our own writes coalesce.
+    # Spec changes reconcile at once; other changes (status edited by someone else, a
+    # deletion under way) coalesce.
     if spec_changed:
         memo.queue.add(key, urgent=True)
-    else:
+    elif not echo:
         memo.queue.add(key, memo.config.debounce_seconds)
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import yaml
 
 from kuberunner_operator import kinds
@@ -199,6 +200,23 @@ def _non_bmp(match: re.Match[str]) -> str:
     return f"\\U{code:08X}"
 
 
+def decode(raw: bytes) -> Any:
+    """JSON from the API server. orjson parses it 3-4x faster than the standard library (most
+    of the operator's CPU under load goes to reading watch events and answers); the rare text
+    it refuses and `json` accepts (integers past 64 bits) falls back to `json`."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
+def encode(obj: Any) -> bytes:
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # integers past 64 bits
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
 def apply_body(obj: Any) -> str:
     """`obj` as JSON that is also valid YAML, for `application/apply-patch+yaml`.
 
@@ -266,18 +284,12 @@ class KubeClient:
         if body is None:
             content = None
         elif content_type == "application/apply-patch+yaml":
-            content = apply_body(body)
+            content = apply_body(body).encode()
         else:
-            content = json.dumps(body, separators=(",", ":"))
+            content = encode(body)
         headers = {"Content-Type": content_type} if content is not None else None
-        raw = await self._send(
-            method,
-            path,
-            params=params,
-            data=content.encode() if content is not None else None,
-            headers=headers,
-        )
-        data: JSON = json.loads(raw) if raw else {}
+        raw = await self._send(method, path, params=params, data=content, headers=headers)
+        data: JSON = decode(raw) if raw else {}
         return data
 
     async def _auth_headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -458,7 +470,7 @@ class KubeClient:
                     *lines, pending = pending.split(b"\n")
                     for line in lines:
                         if line.strip():
-                            event: JSON = json.loads(line)
+                            event: JSON = decode(line)
                             yield event
         except _TRANSPORT_FAILURES as exc:
             raise TransportError(f"watch {kind}: {type(exc).__name__}: {exc}") from exc

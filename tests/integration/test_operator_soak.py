@@ -34,3 +34,6 @@ def test_short_soak_leaves_nothing_behind_and_idle_resyncs_write_nothing(tmp_pat
     assert [r["cached"] for r in result["rounds"]] == [0, 0, 0], result
     assert result["idle_writes"] == {}, result
     assert result["idle_reconciles"] >= 20, "no resync happened in the idle window"
+    # Every service was resynced at least once in the window, and none needed a write.
+    assert result["idle_resyncs"]["unchanged"] >= 20, result
+    assert result["idle_resyncs"]["applied"] == 0, result
