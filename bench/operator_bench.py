@@ -560,10 +560,12 @@ def is_ready(body: dict[str, Any]) -> bool:
 
 
 async def wait_observed(
-    kube: KubeClient, ns: str, count: int, timeout: float = 600, *, ready: bool = False
+    kube: KubeClient, ns: str, count: int, timeout: float = 0.0, *, ready: bool = False
 ) -> None:
     """Until `count` RunnerServices of `ns` have status for their generation (and are Ready,
-    with `ready`)."""
+    with `ready`). The default timeout grows with `count`: the controller manager's client
+    (20 requests/s by default) makes 1000 services' 3000 pods available in about 12 minutes."""
+    timeout = timeout or max(600.0, 1.5 * count)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         items = await kube.list(RUNNER_SERVICE.api_version, RUNNER_SERVICE.kind, ns)
@@ -645,9 +647,11 @@ def soak(args: argparse.Namespace, cluster: ClusterInfo) -> None:
     kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     kubectl(cluster, "wait", "--for=condition=Established", "crd/runnerservices.kuberunner.io")
     n, reps, conc, ns = args.services, args.replicas, args.concurrency, "bench-soak"
+    idle_n = args.idle_services or n
     asyncio.run(with_client(cluster, conc, lambda k: ensure_namespace(k, ns)))
     log = Path(tempfile.mkdtemp(prefix="kr-soak-")) / "operator.log"
     proc, port = start_operator(cluster, ns, log, conc)
+    rss_start = current_rss_mb(proc.pid)  # watching, with nothing to manage yet
     rows: list[dict[str, float]] = []
     try:
         # Warm-up, not measured: the garbage collector learns of the new CRD's resources by
@@ -680,12 +684,13 @@ def soak(args: argparse.Namespace, cluster: ClusterInfo) -> None:
             )
             print(f"  round {round_ + 1}: {rows[-1]} cache {cache}", file=sys.stderr)
         # Idle with N Ready services in place: the resyncs due meanwhile must write nothing.
-        asyncio.run(with_client(cluster, conc, lambda k: idle_services(k, ns, n, reps)))
+        asyncio.run(with_client(cluster, conc, lambda k: idle_services(k, ns, idle_n, reps)))
         before = operator_metrics(port)
         writes_before = asyncio.run(with_client(cluster, conc, api_requests))
         cpu_before = cpu_seconds(proc.pid)
         time.sleep(args.idle)
         idle_cpu = cpu_seconds(proc.pid) - cpu_before
+        rss, peak = current_rss_mb(proc.pid), peak_rss_mb(proc.pid)
         after = operator_metrics(port)
         writes_after = asyncio.run(with_client(cluster, conc, api_requests))
     finally:
@@ -708,10 +713,12 @@ def soak(args: argparse.Namespace, cluster: ClusterInfo) -> None:
     if rows:
         print_rounds(rows)
     print(
-        f"idle {args.idle:g} s with {n} services: operator CPU "
+        f"idle {args.idle:g} s with {idle_n} services: operator CPU "
         f"{100 * idle_cpu / args.idle:.2f}% of a core (target < 2%), {reconciles:g} reconciles, "
         f"resyncs {resyncs['unchanged']:g} unchanged and {resyncs['applied']:g} applied, "
-        f"operator-resource writes {ours or 0} (target 0)"
+        f"operator-resource writes {ours or 0} (target 0); RSS {rss:.0f} MB (at start "
+        f"{rss_start:.0f} MB: {1024 * (rss - rss_start) / idle_n:.0f} KB per service), "
+        f"peak {peak:.0f} MB"
     )
     if args.json:
         result = {
@@ -721,6 +728,9 @@ def soak(args: argparse.Namespace, cluster: ClusterInfo) -> None:
             "idle_reconciles": reconciles,
             "idle_resyncs": resyncs,
             "idle_writes": ours,
+            "rss_mb": rss,
+            "rss_start_mb": rss_start,
+            "peak_rss_mb": peak,
         }
         Path(args.json).write_text(json.dumps(result, indent=1))
 
@@ -773,6 +783,9 @@ def main() -> int:
     )
     parser.add_argument("--idle", type=float, default=600.0, help="idle seconds after a soak")
     parser.add_argument(
+        "--idle-services", type=int, help="services in the soak's idle window (default: N)"
+    )
+    parser.add_argument(
         "--phases",
         type=lambda v: [p for p in v.split(",") if p],
         default=list(PHASES),
@@ -783,7 +796,8 @@ def main() -> int:
     args = parser.parse_args()
     clusters_dir = Path(tempfile.gettempdir()) / "kuberunner-bench-clusters"
     # Room for every pod (110 per node): Pending pods would add scheduler retries and events.
-    cpu_nodes = max(2, math.ceil(3 * args.services * args.replicas / 100))
+    services = max(args.services, args.idle_services or 0)
+    cpu_nodes = max(2, math.ceil(3 * services * args.replicas / 100))
     cluster = up(args.cluster, cpu_nodes=cpu_nodes, clusters_dir=clusters_dir)
     try:
         soak(args, cluster) if args.soak is not None else run(args, cluster)
