@@ -612,12 +612,19 @@ async def idle_services(kube: KubeClient, ns: str, count: int, replicas: int) ->
     await asyncio.sleep(20)
 
 
-async def churn(kube: KubeClient, ns: str, count: int, replicas: int, revision: int) -> float:
-    """Create, update and delete `count` services; the seconds until each step was done."""
+async def churn(
+    kube: KubeClient, ns: str, count: int, replicas: int, revision: int
+) -> dict[str, float]:
+    """Create, update and delete `count` services; the seconds until each step was done:
+    status for the new generation (create, update; the operator's work), then nothing left
+    (delete; the garbage collector's and kwok's)."""
     services = runner_services(ns, count, replicas)
+    times: dict[str, float] = {}
     start = time.perf_counter()
     await asyncio.gather(*(kube.create(s) for s in services))
     await wait_observed(kube, ns, count)
+    times["create"] = time.perf_counter() - start
+    start = time.perf_counter()
     env = [{"op": "add", "path": "/spec/env", "value": [{"name": "REV", "value": str(revision)}]}]
     await asyncio.gather(
         *(
@@ -633,6 +640,8 @@ async def churn(kube: KubeClient, ns: str, count: int, replicas: int, revision: 
         )
     )
     await wait_observed(kube, ns, count)
+    times["update"] = time.perf_counter() - start
+    start = time.perf_counter()
     await asyncio.gather(
         *(
             kube.delete(RUNNER_SERVICE.api_version, RUNNER_SERVICE.kind, s["metadata"]["name"], ns)
@@ -640,7 +649,8 @@ async def churn(kube: KubeClient, ns: str, count: int, replicas: int, revision: 
         )
     )
     await wait_gone(kube, ns)
-    return time.perf_counter() - start
+    times["delete"] = time.perf_counter() - start
+    return times
 
 
 def soak(args: argparse.Namespace, cluster: ClusterInfo) -> None:
@@ -660,7 +670,7 @@ def soak(args: argparse.Namespace, cluster: ClusterInfo) -> None:
         asyncio.run(with_client(cluster, conc, lambda k: churn(k, ns, 1, reps, 0)))
         for round_ in range(args.soak):
             cpu_before = cpu_seconds(proc.pid)
-            seconds = asyncio.run(
+            steps = asyncio.run(
                 with_client(cluster, conc, lambda k, r=round_: churn(k, ns, n, reps, r + 1))
             )
             cpu = cpu_seconds(proc.pid) - cpu_before
@@ -675,7 +685,8 @@ def soak(args: argparse.Namespace, cluster: ClusterInfo) -> None:
             rows.append(
                 {
                     "round": round_ + 1,
-                    "seconds": seconds,
+                    "seconds": sum(steps.values()),
+                    **{f"{step}_s": t for step, t in steps.items()},
                     "cpu_ms_per_service": 1000 * cpu / n,
                     "rss": current_rss_mb(proc.pid),
                     "cached": float(sum(cache.values())),
@@ -695,7 +706,8 @@ def soak(args: argparse.Namespace, cluster: ClusterInfo) -> None:
         writes_after = asyncio.run(with_client(cluster, conc, api_requests))
     finally:
         stop_operator(proc)
-        asyncio.run(with_client(cluster, conc, lambda k: delete_namespace(k, ns)))
+        if args.keep:  # otherwise the cluster, and all in it, goes away with `down`
+            asyncio.run(with_client(cluster, conc, lambda k: delete_namespace(k, ns)))
 
     def counted(prefix: str) -> float:
         return sum(after[k] - before.get(k, 0.0) for k in after if k.startswith(prefix))
@@ -745,23 +757,30 @@ def rss_growth(rows: list[dict[str, float]]) -> float:
 
 def print_rounds(rows: list[dict[str, float]]) -> None:
     print()
-    print("| round | churn s | operator CPU ms/service | RSS MB | cached objects after delete "
-          "| floor s | churn / floor |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| round | churn s | create s | update s | delete s | operator CPU ms/service | RSS MB "
+        "| cached objects after delete | floor s | (create + update) / floor |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(
-            f"| {row['round']:.0f} | {row['seconds']:.2f} | {row['cpu_ms_per_service']:.1f} "
+            f"| {row['round']:.0f} | {row['seconds']:.2f} | {row['create_s']:.2f} "
+            f"| {row['update_s']:.2f} | {row['delete_s']:.2f} | {row['cpu_ms_per_service']:.1f} "
             f"| {row['rss']:.0f} | {row['cached']:.0f} | {row['floor']:.2f} "
-            f"| {row['seconds'] / row['floor']:.2f} |"
+            f"| {(row['create_s'] + row['update_s']) / row['floor']:.2f} |"
         )
     first, last = rows[: min(3, len(rows))], rows[-min(3, len(rows)) :]
 
     def mean(part: list[dict[str, float]], key: str) -> float:
         return statistics.fmean(r[key] for r in part)
 
+    def operator_time(part: list[dict[str, float]]) -> float:
+        return mean(part, "create_s") + mean(part, "update_s")
+
     print(
         f"\nlast 3 rounds / first 3: churn time "
-        f"{mean(last, 'seconds') / mean(first, 'seconds'):.2f}"
+        f"{mean(last, 'seconds') / mean(first, 'seconds'):.2f} (create + update "
+        f"{operator_time(last) / operator_time(first):.2f})"
         f" (floor {mean(last, 'floor') / mean(first, 'floor'):.2f}), CPU per service "
         f"{mean(last, 'cpu_ms_per_service') / mean(first, 'cpu_ms_per_service'):.2f} "
         f"(target <= 1.10); RSS growth after round 3: {rss_growth(rows):.1f} MB (target < 10); "
