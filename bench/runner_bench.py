@@ -607,7 +607,7 @@ def _ceiling_for(sides: list[Side], side: Side, c: int) -> Result | None:
 
 def table(run: Run, connections: Sequence[int]) -> str:
     head = (
-        f"{'conns':>5}  {'server':<26}{'wire':<8}{'req/s':>7}{'p50 ms':>8}{'p99 ms':>9}"
+        f"{'conns':>5}  {'server':<30}{'wire':<8}{'req/s':>7}{'p50 ms':>8}{'p99 ms':>9}"
         f"{'rows/b':>7}{'n2xx':>5}{'sock':>5}{'x best peer':>12}{'x ceiling':>10}"
     )
     lines = [head, "-" * len(head)]
@@ -622,7 +622,7 @@ def table(run: Run, connections: Sequence[int]) -> str:
             ceiling = _ceiling_for(run.sides, s, c)
             vs_ceiling = f"{r.rps / ceiling.rps:.2f}" if ceiling else "-"
             lines.append(
-                f"{c:>5}  {s.name:<26}{s.wire:<8}{r.rps:>7.0f}{r.p50_ms:>8.2f}{r.p99_ms:>9.2f}"
+                f"{c:>5}  {s.name:<30}{s.wire:<8}{r.rps:>7.0f}{r.p50_ms:>8.2f}{r.p99_ms:>9.2f}"
                 f"{rows:>7}{r.errors:>5}{r.socket_errors:>5}{vs_peer:>12}{vs_ceiling:>10}"
             )
         lines.append("")
@@ -672,8 +672,9 @@ def verdict(run: Run) -> list[str]:
                 f"{wire:>4} 128 conns: {ours.rows_per_batch:.1f} rows per batch, one batch every "
                 f"{cycle:.2f} ms ({WORK_MS:g} ms of it work: {WORK_MS / cycle:.0%})"
             )
-    hop1, direct1 = _find(run, "api server -> kuberunner", "json", 1), _find(
-        run, "kuberunner", "json", 1
+    hop1, direct1 = (
+        _find(run, "api server -> kuberunner", "json", 1),
+        _find(run, "kuberunner", "json", 1),
     )
     ceil1 = _find(run, "ceiling", "json", 1)
     if hop1 and direct1 and ceil1:
@@ -682,8 +683,9 @@ def verdict(run: Run) -> list[str]:
             f"API hop, 1 conn: adds {added:.2f} ms at p50 (<= 0.5 x ceiling p50 = "
             f"{0.5 * ceil1.p50_ms:.2f} ms: {_ok(added <= 0.5 * ceil1.p50_ms)})"
         )
-    hop, direct = _find(run, "api server -> kuberunner", "json", 128), _find(
-        run, "kuberunner", "json", 128
+    hop, direct = (
+        _find(run, "api server -> kuberunner", "json", 128),
+        _find(run, "kuberunner", "json", 128),
     )
     if hop and direct:
         loss = 1 - hop.rps / direct.rps
@@ -700,7 +702,9 @@ def verdict(run: Run) -> list[str]:
             f"{two.rps / one.rps:.2f}x (>= 1.7x: {_ok(two.rps / one.rps >= 1.7)})"
         )
         if c1 and c2:
-            line += f"; ceiling 2 vs 1 process: {c2.rps:.0f} vs {c1.rps:.0f} = {c2.rps / c1.rps:.2f}x"
+            line += (
+                f"; ceiling 2 vs 1 process: {c2.rps:.0f} vs {c1.rps:.0f} = {c2.rps / c1.rps:.2f}x"
+            )
         out.append(line)
     return out
 

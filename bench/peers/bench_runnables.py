@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from peer_stats import work
-
 from kuberunner import Runnable
+from peer_stats import work
 
 
 class Doubler(Runnable):

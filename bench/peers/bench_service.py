@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from bench_runnables import Doubler
-
 from kuberunner import Runner
 from kuberunner.io import NumpyNdarray
 from kuberunner.service import Service

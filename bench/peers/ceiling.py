@@ -90,9 +90,7 @@ def main() -> int:
     argv: list[Any] = [sys.executable, __file__, "--fd", str(sock.fileno())]
     for spec in args.answer:
         argv += ["--answer", spec]
-    children = [
-        subprocess.Popen(argv, pass_fds=[sock.fileno()]) for _ in range(args.processes)
-    ]
+    children = [subprocess.Popen(argv, pass_fds=[sock.fileno()]) for _ in range(args.processes)]
 
     def stop(signum: int, frame: object) -> None:
         for child in children:

@@ -13,7 +13,7 @@ import litserve as ls
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_stats import work  # noqa: E402
+from peer_stats import work
 
 
 class DoublerAPI(ls.LitAPI):  # type: ignore[misc]

@@ -19,7 +19,7 @@ import ray
 from ray import serve
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_stats import work  # noqa: E402
+from peer_stats import work
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=1000)
@@ -42,7 +42,7 @@ def main() -> None:
     args = p.parse_args()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-    serve.run(Doubler.bind(), route_prefix="/", blocking=False)
+    serve.run(Doubler.bind(), route_prefix="/", blocking=False)  # type: ignore[attr-defined]
     print("ray serve ready", flush=True)
 
     def stop(signum: int, frame: object) -> None:
