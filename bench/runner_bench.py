@@ -571,8 +571,8 @@ def run_peer(wrk: str, work: Path, bodies: Bodies, args: Namespace, run: Run, pe
             else:
                 side = stack.enter_context(peer_server(work, bodies, peer))
             run_group(wrk, [side], args.connections, args)
-    except (PeerUnavailable, subprocess.CalledProcessError) as exc:
-        run.missing[peer] = str(exc).strip()
+    except Exception as exc:  # a peer that breaks must not cost the rest of the run
+        run.missing[peer] = f"{type(exc).__name__}: {exc}".strip()
         print(f"  {peer}: NOT MEASURED: {exc}", file=sys.stderr)
         return
     run.sides.append(side)
