@@ -318,6 +318,11 @@ def _json_default_arrays(value: Any) -> Any:
     return _json_default(value)
 
 
+# Built once: json.dumps with arguments builds a new encoder per call (~1.3 us of ~5.5 for a row).
+_JSON = json.JSONEncoder(separators=(",", ":"), default=_json_default)
+_JSON_ARRAYS = json.JSONEncoder(separators=(",", ":"), default=_json_default_arrays)
+
+
 def encode_result(
     value: Any, *, pickled: bool = False, json_only: bool = False
 ) -> tuple[str, bytes]:
@@ -325,14 +330,14 @@ def encode_result(
     if pickled:
         return PICKLE, pickle.dumps(value, protocol=5)
     if json_only:  # the caller asked for JSON (Accept header): arrays become nested lists
-        return JSON, json.dumps(value, separators=(",", ":"), default=_json_default_arrays).encode()
+        return JSON, _JSON_ARRAYS.encode(value).encode()
     if is_ndarray(value):
         if value.dtype.hasobject:
             raise TypeError("object arrays cannot be sent without pickle")
         return NPY, dump_npy(value)
     if _contains_array(value):
         return BUNDLE, dump_bundle(value)
-    return JSON, json.dumps(value, separators=(",", ":"), default=_json_default).encode()
+    return JSON, _JSON.encode(value).encode()
 
 
 def decode_result(content_type: str | None, body: bytes, *, allow_pickle: bool = False) -> Any:
@@ -350,4 +355,4 @@ def decode_result(content_type: str | None, body: bytes, *, allow_pickle: bool =
 
 def encode_stream_item(item: Any) -> bytes:
     """One NDJSON line per yielded item, so item boundaries survive TCP coalescing."""
-    return json.dumps(item, separators=(",", ":"), default=_json_default_arrays).encode() + b"\n"
+    return _JSON_ARRAYS.encode(item).encode() + b"\n"

@@ -3,7 +3,9 @@
 ``Runner.init_client()`` installs it. The address comes from the ``address`` argument or from
 ``KUBERUNNER_RUNNER_MAP`` (JSON ``{runner_name: "http://host:port"}``, which the operator
 injects into the API server). Connections are pooled HTTP/1.1 keep-alive: a sync ``httpx.Client``
-for ``run`` and one ``httpx.AsyncClient`` per event loop for ``async_run`` and streams. Numpy
+for ``run``; for ``async_run`` on ``http://``, the lean pool of ``handles/http1.py`` (O(1) per
+call; httpx's pool costs grow with the calls in flight), and one ``httpx.AsyncClient`` per event
+loop for streams, retries and ``https``. Numpy
 arrays travel in the binary formats of ``kuberunner.wire`` automatically, and error
 answers become the library's exceptions. Unlike BentoML's client, streams check the status and
 ``is_ready`` never raises (reference section 10, items 13 and 14).
@@ -32,6 +34,7 @@ from kuberunner.exceptions import (
     ServiceUnavailable,
 )
 from kuberunner.handles.base import RunnerHandle
+from kuberunner.handles.http1 import Answer, Http1Pool
 
 if TYPE_CHECKING:
     from kuberunner.runner import Runner, RunnerMethod
@@ -132,6 +135,9 @@ class RemoteRunnerHandle(RunnerHandle):
         )
         self._sync: httpx.Client | None = None
         self._async: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
+        self._max_connections = max_connections
+        self._pool: tuple[asyncio.AbstractEventLoop, Http1Pool] | None = None
+        self._lean = self.address.startswith("http://")  # https stays on httpx
 
     def __repr__(self) -> str:
         return f"RemoteRunnerHandle(runner={self.runner.name!r}, address={self.address!r})"
@@ -150,8 +156,18 @@ class RemoteRunnerHandle(RunnerHandle):
             self._async = (loop, httpx.AsyncClient(timeout=self.timeout, limits=self._limits))
         return self._async[1]
 
+    def _lean_pool(self) -> Http1Pool:
+        """The lean client's pool for the running loop (see handles/http1.py)."""
+        loop = asyncio.get_running_loop()
+        if self._pool is None or self._pool[0] is not loop or self._pool[1].closed:
+            self._pool = (loop, Http1Pool(self.address, self._max_connections))
+        return self._pool[1]
+
+    def _path(self, method: RunnerMethod) -> str:
+        return "/" if method.name == "__call__" else f"/{method.name}"
+
     def _url(self, method: RunnerMethod) -> str:
-        return f"{self.address}/" if method.name == "__call__" else f"{self.address}/{method.name}"
+        return self.address + self._path(method)
 
     def _unreachable(self, exc: Exception) -> RemoteException:
         return RemoteException(
@@ -162,8 +178,11 @@ class RemoteRunnerHandle(RunnerHandle):
     def _result(self, response: httpx.Response) -> Any:
         if response.status_code != 200:
             raise error_for(self.runner.name, response)
+        return self._decode(response.headers.get("content-type"), response.content)
+
+    def _decode(self, content_type: str | None, body: bytes) -> Any:
         try:
-            return wire.decode_result(response.headers.get("content-type"), response.content)
+            return wire.decode_result(content_type, body)
         except (wire.WireError, ValueError) as exc:
             raise RemoteException(
                 f"runner '{self.runner.name}' sent an undecodable result: {exc}"
@@ -200,10 +219,14 @@ class RemoteRunnerHandle(RunnerHandle):
             return fresh.post(url, content=body, headers=headers)
 
     async def _apost(
-        self, tries: _Tries, url: str, body: bytes, content_type: str
-    ) -> httpx.Response:
+        self, tries: _Tries, method: RunnerMethod, body: bytes, content_type: str
+    ) -> httpx.Response | Answer:
         headers = {"content-type": content_type}
+        url = self._url(method)
         if not tries.count:
+            if self._lean:
+                pool = self._lean_pool()
+                return await pool.post(self._path(method), body, content_type, self.timeout)
             return await self._async_client().post(url, content=body, headers=headers)
         async with httpx.AsyncClient(timeout=self.timeout) as fresh:
             return await fresh.post(url, content=body, headers=headers)
@@ -231,12 +254,16 @@ class RemoteRunnerHandle(RunnerHandle):
         tries = _Tries(self.timeout)
         while True:
             try:
-                response = await self._apost(tries, self._url(method), body, content_type)
+                response = await self._apost(tries, method, body, content_type)
             except _NEVER_ANSWERED as exc:
                 pause = tries.failed(exc)
             except httpx.HTTPError as exc:
                 raise self._unreachable(exc) from exc
             else:
+                if isinstance(response, Answer):
+                    if response.status == 200:
+                        return self._decode(response.headers.get("content-type"), response.body)
+                    response = response.to_httpx(self._url(method))
                 if not _retry_elsewhere(response):
                     return self._result(response)
                 pause = tries.failed(response)
@@ -271,7 +298,15 @@ class RemoteRunnerHandle(RunnerHandle):
                 f"stream from runner '{self.runner.name}' broke off: {type(exc).__name__}: {exc}"
             ) from exc
 
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            loop, pool = self._pool
+            self._pool = None
+            if not loop.is_closed():
+                pool.close()
+
     def close(self) -> None:
+        self._close_pool()
         if self._sync is not None:
             self._sync.close()
             self._sync = None
@@ -282,6 +317,7 @@ class RemoteRunnerHandle(RunnerHandle):
                 loop.run_until_complete(client.aclose())
 
     async def aclose(self) -> None:
+        self._close_pool()
         if self._sync is not None:
             self._sync.close()
             self._sync = None

@@ -60,11 +60,13 @@ def merge_key(call: Call, dim: int) -> Hashable:
 
     def shape_of(value: Any) -> Hashable:
         if is_ndarray(value):
-            shape = list(value.shape)
-            shape[dim] = -1
-            return ("nd", value.dtype.str, tuple(shape))
+            shape = value.shape
+            # dtype objects compare and hash by layout, and cost less than building dtype.str
+            return ("nd", value.dtype, shape[:dim] + shape[dim + 1 :])
         return ("list",)
 
+    if len(call.args) == 1 and not call.kwargs:  # the common case, on every request
+        return (shape_of(call.args[0]),)
     return (
         tuple(shape_of(v) for v in call.args),
         tuple(sorted((k, shape_of(v)) for k, v in call.kwargs.items())),
