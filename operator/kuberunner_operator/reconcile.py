@@ -116,7 +116,7 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
         # rendering again would give the same objects; nothing to validate, render or write.
         st.resync = False
         RESYNC_TOTAL.labels(outcome="unchanged").inc()
-        st.applied_at, st.resync_after = time.monotonic(), rt.config.resync_delay()
+        _checked(rt, st)
     if planned and not st.resync:
         # A status refresh: the spec is unchanged, so are the plans; skip validate and render.
         rendered: Rendered = st.rendered
@@ -157,8 +157,7 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
             else:
                 st.applied_hash = wanted
                 st.applied_keys = [child_key(o) for o in objects]
-        st.applied_at = time.monotonic()  # checked (and applied if needed) now
-        st.resync_after = rt.config.resync_delay()
+        _checked(rt, st)
         # Keep only the plans: the manifests are re-rendered when applying again.
         st.rendered_for, st.rendered = (uid, generation), dataclasses.replace(rendered, objects=[])
 
@@ -178,6 +177,13 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
     if delay is not None:
         rt.queue.add(key, delay)
     return REFUSED if st.refused else "success"
+
+
+def _checked(rt: Runtime, st: ServiceState) -> None:
+    """The children were checked (and applied if needed) now: the next resync is one jittered
+    interval away."""
+    st.applied_at = time.monotonic()
+    st.resync_after = rt.config.resync_delay()
 
 
 def refresh_delay(status: JSON, now: datetime) -> float | None:
