@@ -58,6 +58,7 @@ from typing import Any
 import httpx
 
 from kuberunner_dev.cluster import ClusterInfo, down, up
+from kuberunner_dev.cluster.components import APISERVER_PROFILING_ENV
 from kuberunner_operator.kinds import RUNNER_SERVICE
 from kuberunner_operator.kube import ApiError, KubeClient, load_kubeconfig
 from kuberunner_operator.render import render_service
@@ -120,7 +121,8 @@ async def bench_bulk(kube: KubeClient, count: int, replicas: int, verb: str) -> 
     await ensure_namespace(kube, ns)
     objs = bulk_objects(ns, count, replicas)
     send = kube.apply if verb == "apply" else kube.create
-    before, cpu_before = await api_requests(kube), cpu_by_program()
+    before, cpu_before = await request_counts(kube), cpu_by_program()
+    profile_apiserver(f"bulk {verb}")
     start = time.perf_counter()
     await asyncio.gather(*(send(o) for o in objs))
     elapsed = time.perf_counter() - start
@@ -134,9 +136,12 @@ async def bench_bulk(kube: KubeClient, count: int, replicas: int, verb: str) -> 
 async def report_costs(
     kube: KubeClient, label: str, requests_before: dict[str, float], cpu_before: dict[str, float]
 ) -> None:
-    """Print a phase's CPU by program and the writes the API server served during it."""
+    """Print a phase's CPU by program and the requests the API server served during it
+    (`requests_before` from `request_counts`)."""
+    after = await request_counts(kube)
     print(f"  {label}: {cpu_delta(cpu_before, cpu_by_program())}", file=sys.stderr)
-    print(f"  {label}: {request_delta(requests_before, await api_requests(kube))}", file=sys.stderr)
+    print(f"  {label}: {request_delta(requests_before, after)}", file=sys.stderr)
+    print(f"  {label}: {request_delta(requests_before, after, reads=True)}", file=sys.stderr)
 
 
 def runner_services(ns: str, count: int, replicas: int) -> list[dict[str, Any]]:
@@ -180,7 +185,8 @@ async def bench_floor(
         work = [children_and_status(c) for c in made]
     else:
         work = [one(b) for b in bodies]
-    before, cpu_before = await api_requests(kube), cpu_by_program()
+    before, cpu_before = await request_counts(kube), cpu_by_program()
+    profile_apiserver(label)
     start = time.perf_counter()
     await asyncio.gather(*work)
     elapsed = time.perf_counter() - start
@@ -296,7 +302,8 @@ async def bench_operator(kube: KubeClient, ns: str, count: int, replicas: int) -
                         all_done.set()
                         return
 
-    before, cpu_before = await api_requests(kube), cpu_by_program()
+    before, cpu_before = await request_counts(kube), cpu_by_program()
+    profile_apiserver("operator")
     start = time.perf_counter()
     watcher = asyncio.create_task(follow())
     await asyncio.gather(*(kube.create(s) for s in services))
@@ -314,8 +321,11 @@ async def bench_operator(kube: KubeClient, ns: str, count: int, replicas: int) -
     return elapsed
 
 
-async def api_requests(kube: KubeClient) -> dict[str, float]:
-    """Mutating requests the API server has served, by verb and resource (its own metrics)."""
+READ_VERBS = frozenset({"GET", "LIST", "WATCH"})
+
+
+async def request_counts(kube: KubeClient) -> dict[str, float]:
+    """Requests the API server has served, by `VERB resource[/subresource]` (its own metrics)."""
     counts: dict[str, float] = {}
     for line in (await kube.get_text("/metrics")).splitlines():
         if not line.startswith("apiserver_request_total{"):
@@ -323,20 +333,27 @@ async def api_requests(kube: KubeClient) -> dict[str, float]:
         labels = dict(
             part.split("=", 1) for part in line[line.index("{") + 1 : line.rindex("}")].split(",")
         )
-        verb = labels.get("verb", "").strip('"')
-        if verb in {"GET", "LIST", "WATCH"}:
-            continue
-        key = f"{verb} {labels.get('resource', '').strip(chr(34))}"
+        key = f"{labels.get('verb', '').strip(chr(34))} {labels.get('resource', '').strip(chr(34))}"
         sub = labels.get("subresource", '""').strip('"')
         key += f"/{sub}" if sub else ""
         counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
     return counts
 
 
-def request_delta(before: dict[str, float], after: dict[str, float]) -> str:
-    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+def is_read(key: str) -> bool:
+    return key.split(" ", 1)[0] in READ_VERBS
+
+
+async def api_requests(kube: KubeClient) -> dict[str, float]:
+    """Mutating requests the API server has served (see `request_counts`)."""
+    return {k: v for k, v in (await request_counts(kube)).items() if not is_read(k)}
+
+
+def request_delta(before: dict[str, float], after: dict[str, float], *, reads: bool = False) -> str:
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after if is_read(k) == reads}
     top = sorted(((v, k) for k, v in delta.items() if v > 0), reverse=True)
-    return f"{sum(v for v, _ in top):.0f} writes: " + ", ".join(f"{k} {v:.0f}" for v, k in top)
+    what = "reads" if reads else "writes"
+    return f"{sum(v for v, _ in top):.0f} {what}: " + ", ".join(f"{k} {v:.0f}" for v, k in top)
 
 
 def cpu_by_program() -> dict[str, float]:
@@ -422,6 +439,38 @@ def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+class ApiServerProfiler:
+    """Go CPU profiles of the API server (its /debug/pprof, on by default), one per timed phase,
+    covering the phase's first `seconds`: `go tool pprof -top FILE` reads them."""
+
+    def __init__(self, kubeconfig: Path, prefix: str, seconds: int) -> None:
+        self.kubeconfig, self.prefix, self.seconds = kubeconfig, prefix, seconds
+        self.round = 0
+        self.running: list[subprocess.Popen[bytes]] = []
+
+    def start(self, label: str) -> None:
+        self.wait()  # the API server takes one CPU profile at a time
+        out = Path(f"{self.prefix}.{label.replace(' ', '-')}.{self.round + 1}.pprof")
+        path = f"/debug/pprof/profile?seconds={self.seconds}"
+        argv = ["kubectl", "--kubeconfig", str(self.kubeconfig), "get", "--raw", path]
+        with out.open("wb") as sink:
+            self.running.append(subprocess.Popen(argv, stdout=sink, stderr=subprocess.DEVNULL))
+        print(f"  {label}: API server profile {out}", file=sys.stderr)
+
+    def wait(self) -> None:
+        for proc in self.running:
+            proc.wait(self.seconds + 60)
+        self.running.clear()
+
+
+API_PROFILER: ApiServerProfiler | None = None
+
+
+def profile_apiserver(label: str) -> None:
+    if API_PROFILER is not None:
+        API_PROFILER.start(label)
+
+
 def operator_round(
     cluster: ClusterInfo,
     n: int,
@@ -473,8 +522,13 @@ def run(args: argparse.Namespace, cluster: ClusterInfo) -> None:
     n, reps, conc = args.services, args.replicas, args.concurrency
 
     rows: list[dict[str, float]] = []
+    global API_PROFILER
+    if args.apiserver_profile:
+        API_PROFILER = ApiServerProfiler(cluster.kubeconfig, args.apiserver_profile, 20)
     for round_ in range(args.rounds):
         print(f"round {round_ + 1} of {args.rounds}", file=sys.stderr)
+        if API_PROFILER is not None:
+            API_PROFILER.round = round_
         row: dict[str, float] = dict.fromkeys(PHASES, math.nan)
         last = round_ == args.rounds - 1
         cpu, reconciles, log = math.nan, "", Path()
@@ -499,6 +553,8 @@ def run(args: argparse.Namespace, cluster: ClusterInfo) -> None:
                 )
         print(f"  operator CPU {cpu:.1f}s; {reconciles}; log {log}", file=sys.stderr)
         rows.append(row)
+        if API_PROFILER is not None:
+            API_PROFILER.wait()
 
     print()
     print(
@@ -811,12 +867,18 @@ def main() -> int:
         help=f"comma-separated subset of {','.join(PHASES)} (default: all)",
     )
     parser.add_argument("--profile", help="py-spy flame graph of the operator: PREFIX.R.folded")
+    parser.add_argument(
+        "--apiserver-profile",
+        help="Go CPU profile of the API server over each phase's first 20 s: PREFIX.PHASE.R.pprof",
+    )
     parser.add_argument("--json", help="also write the soak's figures to this file")
     args = parser.parse_args()
     clusters_dir = Path(tempfile.gettempdir()) / "kuberunner-bench-clusters"
     # Room for every pod (110 per node): Pending pods would add scheduler retries and events.
     services = max(args.services, args.idle_services or 0)
     cpu_nodes = max(2, math.ceil(3 * services * args.replicas / 100))
+    if args.apiserver_profile:
+        os.environ[APISERVER_PROFILING_ENV] = "1"
     cluster = up(args.cluster, cpu_nodes=cpu_nodes, clusters_dir=clusters_dir)
     try:
         soak(args, cluster) if args.soak is not None else run(args, cluster)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from kuberunner_dev.cluster.nodes import KWOK_ANNOTATION
 from kuberunner_dev.cluster.pki import NodePki, Pki
 
 SERVICE_CIDR = "10.96.0.0/16"
+# "1" starts the API server with /debug/pprof on, for profiling it under a benchmark.
+APISERVER_PROFILING_ENV = "KUBERUNNER_DEV_APISERVER_PROFILING"
 POD_CIDR = "10.244.0.0/16"
 SA_ISSUER = "https://kubernetes.default.svc"
 NODE_LEASE_SECONDS = 40
@@ -135,7 +138,8 @@ def command(
             f"--service-account-issuer={SA_ISSUER}",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
-            "--profiling=false",
+            # /debug/pprof stays off unless a benchmark asks for it (bench/operator_bench.py).
+            f"--profiling={'true' if os.environ.get(APISERVER_PROFILING_ENV) == '1' else 'false'}",
         ]
     if component == "kube-controller-manager":
         return [
