@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from kuberunner_operator.kinds import GROUP, RUNNER_SERVICE
 from kuberunner_operator.naming import LABEL_SERVICE, label_value
 
@@ -49,11 +51,23 @@ def strip(obj: Mapping[str, Any]) -> JSON:
     return out
 
 
+def content_digest(obj: Any) -> str:
+    """sha256 of `obj` as JSON with sorted keys: equal content, equal digest (within one
+    process; digests are never stored). orjson is several times faster than `json` here, a few
+    % of the operator's CPU under load; `json` takes what orjson refuses (integers past 64 bits,
+    non-string keys)."""
+    try:
+        raw = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        raw = json.dumps(obj, sort_keys=True).encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
 def template_digest(obj: Mapping[str, Any]) -> str | None:
     template = (obj.get("spec") or {}).get("template")
     if template is None:
         return None
-    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
+    return content_digest(template)
 
 
 def pod_summary(pod: Mapping[str, Any]) -> JSON:

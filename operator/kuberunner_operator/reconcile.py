@@ -8,8 +8,6 @@ what changed, with an Event per transition.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -19,7 +17,7 @@ from pydantic import ValidationError
 
 from kuberunner_operator import naming
 from kuberunner_operator.apply import apply_children, prune, replace_edited_templates
-from kuberunner_operator.cache import ServiceKey, ServiceState, child_key
+from kuberunner_operator.cache import ServiceKey, ServiceState, child_key, content_digest
 from kuberunner_operator.events import post_event
 from kuberunner_operator.kinds import DEPLOYMENT, HPA, RUNNER_SERVICE
 from kuberunner_operator.metrics import RESYNC_TOTAL, ROLLOUT_STALLED, RUNNER_STARTUP
@@ -53,10 +51,6 @@ JSON = dict[str, Any]
 
 def generation_of(body: Mapping[str, Any]) -> int:
     return int((body.get("metadata") or {}).get("generation") or 0)
-
-
-def digest(objects: list[dict[str, Any]]) -> str:
-    return hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()
 
 
 def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> JSON:
@@ -138,7 +132,7 @@ async def reconcile(rt: Runtime, key: ServiceKey) -> str:
                 and child_key(o) in st.children
             )
         ]
-        wanted = digest(objects)
+        wanted = content_digest(objects)
         resync, st.resync = st.resync, False
         intact = wanted == st.applied_hash and st.as_applied([child_key(o) for o in objects])
         if resync:
