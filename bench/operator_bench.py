@@ -439,9 +439,13 @@ def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+APISERVER_PROFILE_SECONDS = 20
+
+
 class ApiServerProfiler:
-    """Go CPU profiles of the API server (its /debug/pprof, on by default), one per timed phase,
-    covering the phase's first `seconds`: `go tool pprof -top FILE` reads them."""
+    """Go CPU profiles of the API server (its /debug/pprof, which the dev cluster turns on only
+    when APISERVER_PROFILING_ENV is "1"), one per timed phase, covering the phase's first
+    `seconds`: `go tool pprof -top FILE` reads them."""
 
     def __init__(self, kubeconfig: Path, prefix: str, seconds: int) -> None:
         self.kubeconfig, self.prefix, self.seconds = kubeconfig, prefix, seconds
@@ -524,7 +528,9 @@ def run(args: argparse.Namespace, cluster: ClusterInfo) -> None:
     rows: list[dict[str, float]] = []
     global API_PROFILER
     if args.apiserver_profile:
-        API_PROFILER = ApiServerProfiler(cluster.kubeconfig, args.apiserver_profile, 20)
+        API_PROFILER = ApiServerProfiler(
+            cluster.kubeconfig, args.apiserver_profile, APISERVER_PROFILE_SECONDS
+        )
     for round_ in range(args.rounds):
         print(f"round {round_ + 1} of {args.rounds}", file=sys.stderr)
         if API_PROFILER is not None:
@@ -869,7 +875,8 @@ def main() -> int:
     parser.add_argument("--profile", help="py-spy flame graph of the operator: PREFIX.R.folded")
     parser.add_argument(
         "--apiserver-profile",
-        help="Go CPU profile of the API server over each phase's first 20 s: PREFIX.PHASE.R.pprof",
+        help=f"Go CPU profile of the API server over each phase's first "
+        f"{APISERVER_PROFILE_SECONDS} s: PREFIX.PHASE.R.pprof",
     )
     parser.add_argument("--json", help="also write the soak's figures to this file")
     args = parser.parse_args()
