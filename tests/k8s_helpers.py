@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 import time
 from collections.abc import Callable
@@ -62,8 +63,9 @@ def kubectl(
 
 
 def kubectl_json(cluster: ClusterInfo, *args: str) -> Any:
-    """Run a read command (`get ...`) with `-o json` and return the parsed object."""
-    return yaml.safe_load(kubectl(cluster, *args, "-o", "json").stdout)
+    """Run a read command (`get ...`) with `-o json` and return the parsed object. Parsed as
+    JSON, not YAML: YAML refuses characters JSON carries (fuzzed names hold control codes)."""
+    return json.loads(kubectl(cluster, *args, "-o", "json").stdout)
 
 
 def apply(
