@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
+import socket
+import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,3 +130,88 @@ def test_address_from_runner_map(server: ServerProcess, monkeypatch: pytest.Monk
     monkeypatch.setenv("KUBERUNNER_RUNNER_MAP", json.dumps({"other": server.url}))
     with pytest.raises(ValueError, match="no URL for runner 'adder'"):
         Runner(Adder, name="adder").init_client()
+
+
+class ConnectionBalancer:
+    """A TCP proxy on 127.0.0.1 that, like a Service, picks a backend per connection (round
+    robin over `backends`, which the test may grow) and counts connections per backend name."""
+
+    def __init__(self, backends: dict[str, int]) -> None:
+        self.backends = dict(backends)
+        self.connections: Counter[str] = Counter()
+        self._turn = 0
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            names = list(self.backends)
+            name = names[self._turn % len(names)]
+            self._turn += 1
+            self.connections[name] += 1
+            backend = socket.create_connection(("127.0.0.1", self.backends[name]))
+            self._sockets += [client, backend]
+            for source, sink in ((client, backend), (backend, client)):
+                pump = threading.Thread(target=self._pump, args=(source, sink), daemon=True)
+                pump.start()
+                self._threads.append(pump)
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._listener.close()
+        for s in self._sockets:
+            s.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("max_age", [0.5, math.inf])
+async def test_kept_connections_are_retired_so_a_replica_added_later_gets_calls(
+    server: ServerProcess, max_age: float
+) -> None:
+    """A Service balances connections, not calls. The handle keeps connections alive, and
+    retires them at `max_connection_age`, so a replica added behind the Service while calls
+    flow gets its share within about that age, through both `run` and `async_run`. With
+    connections kept for ever (math.inf), the added replica would get nothing."""
+    balancer = ConnectionBalancer({"first": server.port})
+    r = Runner(Adder, name="adder")
+    r.init_client(address=balancer.url, max_connection_age=max_age)
+    try:
+        for i in range(20):
+            assert r.add.run(i, 1) == i + 1
+            assert await r.add.async_run(i, 2) == i + 2
+        assert set(balancer.connections) == {"first"}
+
+        balancer.backends["added"] = server.port  # a scale-up behind the "Service"
+        calls = 0
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and balancer.connections["added"] < 2:
+            assert r.add.run(calls, 1) == calls + 1
+            assert await r.add.async_run(calls, 2) == calls + 2
+            calls += 1
+            await asyncio.sleep(0.02)
+    finally:
+        await r.adestroy()
+        balancer.close()
+    print(f"\nmax_age={max_age}: connections {dict(balancer.connections)} for {calls} call pairs")
+    if max_age == math.inf:
+        assert balancer.connections == {"first": 2}
+    else:
+        assert balancer.connections["added"] >= 2
+        # Still keep-alive: a few connections, not one per call.
+        assert sum(balancer.connections.values()) <= 2 + 2 * (3.0 / max_age + 1)

@@ -31,6 +31,13 @@ import httpx
 # into a connection the server is closing would fail.
 IDLE_SECONDS = 30.0
 
+# Connections older than this are closed when their answer is in, rather than reused. A
+# Service balances connections, not requests: a pool that kept its connections for ever would
+# keep sending to the replicas it met first, and a replica added later (a scale-up, a restart)
+# would get none of its calls. Retiring connections at this age re-rolls the choice every few
+# seconds, for the price of one TCP handshake per connection per period.
+MAX_AGE_SECONDS = 10.0
+
 
 class Answer:
     """Status, headers (lower-case names) and body of one response."""
@@ -55,6 +62,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.born = time.monotonic()
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Answer] | None = None
@@ -120,7 +128,9 @@ class _Connection(asyncio.Protocol):
 class Http1Pool:
     """Keep-alive connections to one ``http://host:port`` origin, for one event loop."""
 
-    def __init__(self, address: str, max_connections: int) -> None:
+    def __init__(
+        self, address: str, max_connections: int, max_age: float = MAX_AGE_SECONDS
+    ) -> None:
         parts = urlsplit(address)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"Http1Pool serves plain http:// addresses, not {address!r}")
@@ -130,6 +140,7 @@ class Http1Pool:
         self._host_header = parts.netloc.encode("latin-1")
         self._idle: deque[_Connection] = deque()
         self._slots = asyncio.Semaphore(max_connections)
+        self.max_age = max_age
         self.closed = False
 
     async def _connect(self) -> _Connection:
@@ -144,7 +155,8 @@ class Http1Pool:
         now = time.monotonic()
         while self._idle:
             connection = self._idle.pop()  # the most recently used: least likely to be closed
-            if not connection.closed and now - connection.idle_since < IDLE_SECONDS:
+            fresh = now - connection.born < self.max_age
+            if fresh and not connection.closed and now - connection.idle_since < IDLE_SECONDS:
                 return connection
             connection.close()
         return None
@@ -168,9 +180,13 @@ class Http1Pool:
             except TimeoutError:
                 raise httpx.ReadTimeout(f"no answer within {timeout:g} seconds") from None
             finally:
+                now = time.monotonic()
                 if done and not connection.closed and not self.closed:
-                    connection.idle_since = time.monotonic()
-                    self._idle.append(connection)
+                    if now - connection.born < self.max_age:
+                        connection.idle_since = now
+                        self._idle.append(connection)
+                    else:  # old enough: let the next call's connection pick a replica anew
+                        connection.close()
                 elif not done:  # cancelled or failed mid-request: its state is unknown
                     connection.close()
         return answer

@@ -16,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
+import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +37,7 @@ from kuberunner.exceptions import (
     ServiceUnavailable,
 )
 from kuberunner.handles.base import RunnerHandle
-from kuberunner.handles.http1 import Answer, Http1Pool
+from kuberunner.handles.http1 import MAX_AGE_SECONDS, Answer, Http1Pool
 
 if TYPE_CHECKING:
     from kuberunner.runner import Runner, RunnerMethod
@@ -126,14 +129,22 @@ class RemoteRunnerHandle(RunnerHandle):
         *,
         timeout: float | None = None,
         max_connections: int = 100,
+        max_connection_age: float = MAX_AGE_SECONDS,
     ) -> None:
         super().__init__(runner)
         self.address = (address or runner_address(runner.name)).rstrip("/")
         self.timeout = float(timeout if timeout is not None else runner.config.traffic.timeout)
+        # Kept connections are retired at this age so that a Service's replicas added later
+        # get their share of the calls (see handles/http1.py).
+        self.max_connection_age = max_connection_age
         self._limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
         self._sync: httpx.Client | None = None
+        self._sync_born = 0.0
+        self._sync_lock = threading.Lock()
+        self._retired: deque[tuple[float, httpx.Client]] = deque()
+        self._ssl: ssl.SSLContext | None = None  # one per handle: making one costs ~20 ms
         self._async: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
         self._max_connections = max_connections
         self._pool: tuple[asyncio.AbstractEventLoop, Http1Pool] | None = None
@@ -145,9 +156,35 @@ class RemoteRunnerHandle(RunnerHandle):
     # --- clients ---------------------------------------------------------------------------
 
     def _sync_client(self) -> httpx.Client:
-        if self._sync is None:
-            self._sync = httpx.Client(timeout=self.timeout, limits=self._limits)
-        return self._sync
+        """The sync client, replaced by a new one (new connections) at max_connection_age.
+
+        httpx cannot retire single connections by age, so the whole client is. A retired
+        client is closed once any call it carried has run out of time: connecting, sending
+        and waiting for the answer each get the whole timeout."""
+        now = time.monotonic()
+        with self._sync_lock:
+            if self._sync is None or now - self._sync_born >= self.max_connection_age:
+                if self._sync is not None:
+                    self._retired.append((now, self._sync))
+                if self._ssl is None:
+                    self._ssl = ssl.create_default_context()
+                self._sync = httpx.Client(
+                    timeout=self.timeout, limits=self._limits, verify=self._ssl
+                )
+                self._sync_born = now
+            while self._retired and now - self._retired[0][0] > 3 * self.timeout:
+                self._retired.popleft()[1].close()
+            return self._sync
+
+    def _close_sync(self) -> None:
+        with self._sync_lock:
+            clients = [client for _, client in self._retired]
+            if self._sync is not None:
+                clients.append(self._sync)
+            self._sync = None
+            self._retired.clear()
+        for client in clients:
+            client.close()
 
     def _async_client(self) -> httpx.AsyncClient:
         # An AsyncClient's pool belongs to the loop that first used it.
@@ -160,7 +197,8 @@ class RemoteRunnerHandle(RunnerHandle):
         """The lean client's pool for the running loop (see handles/http1.py)."""
         loop = asyncio.get_running_loop()
         if self._pool is None or self._pool[0] is not loop or self._pool[1].closed:
-            self._pool = (loop, Http1Pool(self.address, self._max_connections))
+            pool = Http1Pool(self.address, self._max_connections, self.max_connection_age)
+            self._pool = (loop, pool)
         return self._pool[1]
 
     def _path(self, method: RunnerMethod) -> str:
@@ -307,9 +345,7 @@ class RemoteRunnerHandle(RunnerHandle):
 
     def close(self) -> None:
         self._close_pool()
-        if self._sync is not None:
-            self._sync.close()
-            self._sync = None
+        self._close_sync()
         if self._async is not None:
             loop, client = self._async
             self._async = None
@@ -318,9 +354,7 @@ class RemoteRunnerHandle(RunnerHandle):
 
     async def aclose(self) -> None:
         self._close_pool()
-        if self._sync is not None:
-            self._sync.close()
-            self._sync = None
+        self._close_sync()
         if self._async is not None:
             _, client = self._async
             self._async = None

@@ -61,6 +61,33 @@ async def test_keep_alive_connections_are_reused_and_bodies_arrive_whole() -> No
     server.close()
 
 
+async def test_connections_older_than_max_age_are_not_reused() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                await _read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+
+    server, url = await _serve(handler)
+    pool = Http1Pool(url, max_connections=4, max_age=0.3)
+    for _ in range(3):
+        assert (await pool.post("/", b"", "a/b", timeout=5)).body == b"ok"
+    assert connections == 1
+    await asyncio.sleep(0.35)  # older than max_age: the next call opens a new connection
+    for _ in range(3):
+        assert (await pool.post("/", b"", "a/b", timeout=5)).body == b"ok"
+    assert connections == 2
+    pool.close()
+    server.close()
+
+
 async def test_chunked_answers_and_error_statuses() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
