@@ -197,6 +197,9 @@ class Cache:
         self._pods: dict[LabelKey, dict[str, JSON]] = {}
         # Label value -> service, for the services whose body is known.
         self._by_label: dict[LabelKey, ServiceKey] = {}
+        # The services whose body is known: counted on every RunnerService event, so kept
+        # rather than found by a scan of all services (quadratic in a burst of creates).
+        self._managed: set[ServiceKey] = set()
 
     def state(self, key: ServiceKey) -> ServiceState:
         st = self.services.get(key)
@@ -210,7 +213,7 @@ class Cache:
             del self.services[key]
 
     def managed_count(self) -> int:
-        return sum(1 for st in self.services.values() if st.body is not None)
+        return len(self._managed)
 
     def sizes(self) -> dict[str, int]:
         """Objects held, by kind of entry (a debug view: must follow the live objects)."""
@@ -226,6 +229,7 @@ class Cache:
     def set_service(self, key: ServiceKey, body: Mapping[str, Any] | None) -> None:
         if body is None:
             self._by_label.pop(label_key(key), None)
+            self._managed.discard(key)
             st = self.services.get(key)
             if st is not None:
                 st.body = None
@@ -237,6 +241,7 @@ class Cache:
                 self._gc(key)
             return
         self._by_label[label_key(key)] = key
+        self._managed.add(key)
         self.state(key).body = strip(body)
 
     def owner_of(self, obj: Mapping[str, Any]) -> ServiceKey | None:

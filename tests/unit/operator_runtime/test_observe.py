@@ -96,9 +96,12 @@ def test_a_child_stripped_of_its_owner_reference_is_found_by_label() -> None:
 def test_cache_sizes_follow_the_live_objects() -> None:
     cache = Cache()
     cache.set_service(("ns", "svc"), _service("svc"))
+    cache.set_service(("ns", "svc"), _service("svc"))  # an update: still one service
     cache.set_child(_child("Deployment", "d", 1), deleted=False)
     cache.set_pod(_pod("p", "svc"), deleted=False)
     assert cache.sizes() == {"services": 1, "children": 1, "pods": 1}
+    cache.set_service(("ns", "other"), None)  # a service never seen, deleted: counts nothing
+    assert cache.managed_count() == 1
     cache.set_pod(_pod("p", "svc"), deleted=True)
     cache.set_child(_child("Deployment", "d", 1), deleted=True)
     cache.set_service(("ns", "svc"), None)
