@@ -357,7 +357,8 @@ def request_delta(before: dict[str, float], after: dict[str, float], *, reads: b
 
 
 def cpu_by_program() -> dict[str, float]:
-    """CPU seconds used so far by every process on the machine, summed by program name."""
+    """CPU seconds used so far by every process on the machine, keyed `pid name`, and the
+    machine's idle and steal time. `cpu_delta` sums them by program."""
     tick = os.sysconf("SC_CLK_TCK")
     totals: dict[str, float] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -367,14 +368,38 @@ def cpu_by_program() -> dict[str, float]:
             continue
         name = text[text.index("(") + 1 : text.rindex(")")]
         fields = text.rsplit(")", 1)[1].split()
-        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        totals[f"{stat.parent.name} {name}"] = (int(fields[11]) + int(fields[12])) / tick
+    # All CPUs' idle and steal time: steal is time the hypervisor gave this VM's CPUs to
+    # others, the first suspect when the same phase takes different times.
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    totals[MACHINE_IDLE] = (int(fields[4]) + int(fields[5])) / tick
+    totals[MACHINE_STEAL] = int(fields[8]) / tick
     return totals
 
 
+MACHINE_IDLE, MACHINE_STEAL = "- (machine idle)", "- (machine steal)"
+
+
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> str:
-    delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
-    top = sorted(((v, k) for k, v in delta.items() if v >= 0.1), reverse=True)[:8]
-    return "CPU s: " + ", ".join(f"{k} {v:.1f}" for v, k in top)
+    """CPU seconds between two `cpu_by_program` snapshots, by program, largest first.
+    Processes are matched by pid: a kernel worker's name changes with its work queue."""
+    by_program: dict[str, float] = {}
+    for key, secs in after.items():
+        pid, name = key.split(" ", 1)
+        prior = before.get(key)
+        if prior is None:  # renamed (matched by pid) or started since `before`
+            prior = next((v for k, v in before.items() if k.split(" ", 1)[0] == pid), 0.0)
+        by_program[name] = by_program.get(name, 0.0) + secs - prior
+    machine = {k.split(" ", 1)[1] for k in (MACHINE_IDLE, MACHINE_STEAL)}
+    top = sorted(
+        ((v, k) for k, v in by_program.items() if v >= 0.1 and k not in machine), reverse=True
+    )[:8]
+    idle, steal = (by_program[k.split(" ", 1)[1]] for k in (MACHINE_IDLE, MACHINE_STEAL))
+    return (
+        "CPU s: "
+        + ", ".join(f"{k} {v:.1f}" for v, k in top)
+        + f"; machine idle {idle:.1f}, steal {steal:.1f}"
+    )
 
 
 async def settle(kube: KubeClient, quiet: float = 3.0, timeout: float = 300.0) -> None:
@@ -490,8 +515,9 @@ def operator_round(
     asyncio.run(with_client(cluster, conc, lambda k: ensure_namespace(k, ns)))
     log = Path(tempfile.mkdtemp(prefix="kr-bench-")) / "operator.log"
     proc, metrics_port = start_operator(cluster, ns, log, conc)
-    profiler = start_profiler(proc.pid, profile) if profile is not None else None
-    try:
+    profiler = None
+    try:  # the operator is stopped even when the profiler cannot start
+        profiler = start_profiler(proc.pid, profile) if profile is not None else None
         cpu_before = cpu_seconds(proc.pid)
         op = asyncio.run(with_client(cluster, conc, lambda k: bench_operator(k, ns, n, reps)))
         rss = peak_rss_mb(proc.pid)
