@@ -86,11 +86,19 @@ def test_each_worker_gets_its_env_before_import(tmp_path: Path) -> None:
             assert by_index["1"]["OMP_NUM_THREADS"] == "5"
 
             # Metrics from any worker cover both: every call above is counted exactly once.
-            text = c.get("/metrics").text
-            counted = metric_total(
-                text, "kuberunner_runner_requests_total", method="env", code="200"
-            )
-            assert counted == calls
+            # A worker counts a call just after sending its answer, so the last count may
+            # trail the answer by a moment.
+            deadline = time.monotonic() + 5
+            while True:
+                text = c.get("/metrics").text
+                counted = metric_total(
+                    text, "kuberunner_runner_requests_total", method="env", code="200"
+                )
+                if counted == calls or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            counts = [ln for ln in text.splitlines() if ln.startswith("kuberunner_runner_req")]
+            assert counted == calls, f"{calls} calls by pids {list(seen)}; /metrics: {counts}"
             texts = {c.get("/metrics", headers={"connection": "close"}).text for _ in range(10)}
             totals = {
                 metric_total(t, "kuberunner_runner_requests_total", method="env") for t in texts
