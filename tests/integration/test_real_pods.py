@@ -186,16 +186,36 @@ def finished_pod_logs(cluster: ClusterInfo, ns: str, name: str, timeout: int = 1
     return logs
 
 
+# Pods are Ready a moment before their Service's endpoints reach kube-proxy's rules (a
+# connection is refused meanwhile). Client pods wait for one TCP connection to the Service
+# (no request, so no server counts it) before the calls a test judges.
+WAIT_ROUTABLE = """
+import socket, time, urllib.parse
+def wait_routable(url, limit=60):
+    where = urllib.parse.urlsplit(url)
+    end = time.monotonic() + limit
+    while True:
+        try:
+            socket.create_connection((where.hostname, where.port or 80), timeout=5).close()
+            return
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.5)
+"""
+
+
 def call_from_pod(
     cluster: ClusterInfo, ns: str, url: str, calls: int, body: dict[str, Any] | None = None
 ) -> list[Any]:
     """POST `body` to `url` `calls` times from a pod in the cluster (through Service DNS),
     8 at a time, each on a fresh connection so that calls spread over a pod's workers."""
     payload = json.dumps(body or {"args": [], "kwargs": {}})
-    script = (
+    script = WAIT_ROUTABLE + (
         "import json, sys, urllib.request\n"
         "from concurrent.futures import ThreadPoolExecutor\n"
         f"url, n, body = {url!r}, {calls}, {payload!r}\n"
+        "wait_routable(url)\n"
         "def one(_):\n"
         "    req = urllib.request.Request(url, data=body.encode(),\n"
         "        headers={'Content-Type': 'application/json', 'Connection': 'close'})\n"
@@ -566,6 +586,7 @@ def _iris_example() -> dict[str, Any]:
 LOAD_SCRIPT = """
 import json, os, threading, time, urllib.error, urllib.request
 url, body, expected, workers, limit = {url!r}, {body!r}, {expected!r}, {workers}, {limit}
+wait_routable(url)
 results, lock = [], threading.Lock()
 end = time.monotonic() + limit
 def loop():
@@ -641,7 +662,7 @@ def rollout_under_load(
     before = {p["metadata"]["name"] for p in kubectl_json(
         cluster, "get", "pods", "-n", ns, "-l", selector)["items"]}  # fmt: skip
     url, body, expected = target or (f"http://{name}-api.{ns}.svc:3000/classify", FLOWERS, SPECIES)
-    script = LOAD_SCRIPT.format(
+    script = WAIT_ROUTABLE + LOAD_SCRIPT.format(
         url=url, body=json.dumps(body), expected=expected, workers=4, limit=240
     )
     apply(cluster, client_pod("load", ns, script), namespace=ns)
