@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -331,8 +332,13 @@ def test_down_leaves_nothing_behind(real: RealCluster) -> None:
     assert down(info.name, clusters_dir=real.clusters_dir)
 
     assert not [r.pid for r in refs if is_alive(r)]
+    assert_host_clean(layout, info.state_dir, real)
+
+
+def assert_host_clean(layout: NodeLayout, state_dir: Path, real: RealCluster) -> None:
+    """No trace of the real node of `layout` on the host, and the host as `real` found it."""
     assert not processes_with_arg(str(layout.containerd_socket))
-    assert not mounts_under(info.state_dir, layout.run_dir)
+    assert not mounts_under(state_dir, layout.run_dir)
     assert not Path(f"/sys/class/net/{BRIDGE}").exists()
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
     assert BRIDGE not in links.stdout
@@ -344,11 +350,49 @@ def test_down_leaves_nothing_behind(real: RealCluster) -> None:
     assert not re.search(r"KUBE-|CNI-", rules.stdout), rules.stdout
     assert not [d for d in cgroup_dirs(layout.cgroup_root) if d.exists()]
     assert not layout.run_dir.exists()
-    assert not info.state_dir.exists()
+    assert not state_dir.exists()
     assert sysctls() == real.sysctls_before
     # What the kubelet and libcni write outside their configured directories.
     assert [d for d in HOST_DIRS if d.exists()] == real.host_dirs_before
     assert not list(CNI_RESULTS.glob("kuberunner-*")) if CNI_RESULTS.is_dir() else True
+
+
+def test_up_reclaims_a_real_node_whose_processes_all_died(real: RealCluster) -> None:
+    """A killed session leaves the bridge, cgroups and /run dir behind with every process
+    dead: the next `up` removes them itself. A node with a live owner is refused instead."""
+    dirs = real.clusters_dir
+    down(real.info.name, clusters_dir=dirs)  # one real node per machine; usually already down
+    abandoned = f"pytest-abandoned-{os.getpid()}"
+    successor = f"pytest-successor-{os.getpid()}"
+    try:
+        up(abandoned, cpu_nodes=0, gpu_nodes=0, real_node=True, clusters_dir=dirs, timeout=180)
+        abandoned_info = status(abandoned, dirs)
+        abandoned_layout = NodeLayout(abandoned_info.state_dir, abandoned)
+        for comp in abandoned_info.components:
+            os.kill(comp.pid, signal.SIGKILL)
+        cli(dirs, "up", "--name", successor, "--cpu-nodes", "0", "--gpu-nodes", "0")
+        assert not abandoned_info.state_dir.exists()
+        assert not abandoned_layout.run_dir.exists()
+        assert not [d for d in cgroup_dirs(abandoned_layout.cgroup_root) if d.exists()]
+        assert all(c.healthy for c in status(successor, dirs).components)
+
+        refused = subprocess.run(
+            [sys.executable, "-m", "kuberunner", "dev", "cluster", "up", "--name", "pytest-third"],
+            env={**os.environ, "KUBERUNNER_CLUSTERS_DIR": str(dirs)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert refused.returncode != 0
+        assert f"the bridge {BRIDGE} exists" in refused.stderr, refused.stderr
+        assert successor in refused.stderr, refused.stderr
+        assert all(c.healthy for c in status(successor, dirs).components)
+    finally:
+        down(successor, clusters_dir=dirs)
+        down(abandoned, clusters_dir=dirs)
+    successor_dir = dirs / successor
+    assert_host_clean(NodeLayout(successor_dir, successor), successor_dir, real)
 
 
 def _start_time(pid: int) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from kuberunner_dev.cluster import node, processes, realnode
+from kuberunner_dev.cluster import netsetup, node, processes, realnode
 from kuberunner_dev.cluster.binaries import CONTROL_PLANE, NODE, Binaries, locate
 from kuberunner_dev.cluster.components import COMPONENTS, Layout, command, port_names
 from kuberunner_dev.cluster.components import health_url as component_health_url
@@ -297,6 +297,26 @@ def _start(
     return cluster_info
 
 
+def _reclaim_abandoned_node(directory: Path, progress: Progress) -> None:
+    """Tear down a real node whose cluster's processes all died (a killed session, a lost
+    machine-wide kill): its bridge, mounts and cgroups would block every later real node
+    until someone ran `down` by hand. A node with any process alive is left to its owner."""
+    owner = realnode.owner_state_dir()
+    if owner is None or owner.resolve() == directory.resolve() or not netsetup.bridge_exists():
+        return
+    with _locked(owner):
+        state = load(Layout(owner).state_file)
+        if state is None or not state.real_node:
+            return
+        if any(processes.is_alive(c.process) for c in state.components):
+            return
+        progress(
+            f"the real node of cluster {state.name} ({owner}) outlived all its processes; "
+            "removing it"
+        )
+        _teardown(owner)
+
+
 def up(
     name: str = DEFAULT_NAME,
     cpu_nodes: int = 2,
@@ -338,6 +358,8 @@ def up(
             )
         if directory.exists():  # an earlier `up` died before recording anything
             shutil.rmtree(directory)
+        if real_node:
+            _reclaim_abandoned_node(directory, progress)
         began = time.monotonic()
         progress(f"starting cluster {name} in {directory}")
         try:

@@ -43,18 +43,25 @@ CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 OWNER_FILE = "owner"  # in the node's /run dir: the state dir of the cluster it belongs to
 
 
-def _owner_hint() -> str:
-    """How to take down the cluster whose node holds the bridge, if its /run dir says."""
+def owner_state_dir() -> Path | None:
+    """The state dir of the cluster whose real node holds this machine, if a /run dir says."""
     for run_dir in Path("/run").glob("kuberunner-*"):
         try:
-            state_dir = Path((run_dir / OWNER_FILE).read_text().strip())
+            return Path((run_dir / OWNER_FILE).read_text().strip())
         except OSError:
             continue
-        return (
-            f" It belongs to the cluster in {state_dir}: stop it with `KUBERUNNER_CLUSTERS_DIR="
-            f"{state_dir.parent} kuberunner dev cluster down --name {state_dir.name}`."
-        )
-    return " Stop that cluster with `kuberunner dev cluster down --name NAME`."
+    return None
+
+
+def _owner_hint() -> str:
+    """How to take down the cluster whose node holds the bridge."""
+    state_dir = owner_state_dir()
+    if state_dir is None:
+        return " Stop that cluster with `kuberunner dev cluster down --name NAME`."
+    return (
+        f" It belongs to the cluster in {state_dir}: stop it with `KUBERUNNER_CLUSTERS_DIR="
+        f"{state_dir.parent} kuberunner dev cluster down --name {state_dir.name}`."
+    )
 
 
 def ensure_free() -> None:
