@@ -85,12 +85,16 @@ async def runnerservice_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> 
 def child_event(rt: Runtime, event_type: str, obj: dict[str, Any]) -> None:
     """A Deployment, Service, HPA or PDB we manage changed (from the informers)."""
     rt.activity.last_event = time.monotonic()
-    drifted = rt.cache.set_child(obj, deleted=event_type == "DELETED")
+    deleted = event_type == "DELETED"
+    # The echo of our own apply shows nothing the reconcile that applied it has not seen:
+    # refreshing status for it would be one wasted pass per child.
+    news = deleted or not rt.cache.holds(obj)
+    drifted = rt.cache.set_child(obj, deleted=deleted)
     if drifted is not None:
         rt.queue.add(drifted, urgent=True)  # edited or deleted by someone else: repair now
         return
     key = rt.cache.owner_of(obj)
-    if key is not None and _known(rt, key):
+    if news and key is not None and _known(rt, key):
         rt.queue.add(key, rt.config.debounce_seconds)
 
 

@@ -345,3 +345,25 @@ def test_children_are_as_applied_until_someone_else_changes_or_deletes_one() -> 
     cache.set_child(_child("Deployment", "d", 3), deleted=False)  # spec edited
     assert not st.as_applied(both)
     assert not st.as_applied([("Deployment", "never-applied")])
+
+
+def test_the_cache_holds_the_version_it_recorded_and_no_other() -> None:
+    cache = Cache()
+    key = ("ns", "svc")
+    cache.set_service(key, _service("svc"))
+    applied = _child("Deployment", "d", 1)
+    applied["metadata"]["resourceVersion"] = "41"
+    assert not cache.holds(applied)  # nothing recorded yet
+    cache.record_applied(key, applied)
+    assert cache.holds(applied)  # the informer's echo of our own apply
+    moved_on = _child("Deployment", "d", 1)
+    moved_on["metadata"]["resourceVersion"] = "42"  # the controller wrote its status
+    assert not cache.holds(moved_on)
+    cache.set_child(moved_on, deleted=False)
+    assert cache.holds(moved_on)
+    assert not cache.holds(applied)
+    unversioned = _child("Deployment", "d", 1)
+    assert not cache.holds(unversioned)
+    stranger = _child("Deployment", "d", 1, service="other")
+    stranger["metadata"]["resourceVersion"] = "42"
+    assert not cache.holds(stranger)
