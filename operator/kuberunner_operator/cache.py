@@ -253,12 +253,12 @@ class Cache:
         label = service_label(obj)
         return None if label is None else self._by_label.get(label)
 
-    def holds(self, obj: Mapping[str, Any]) -> bool:
-        """True when the cache already has this very version of the child: the informer's
-        echo of our own apply (whose answer was recorded) or a relist of an unchanged object."""
+    def holds(self, key: ServiceKey, obj: Mapping[str, Any]) -> bool:
+        """True when service `key`'s cache already has this very version of the child: the
+        informer's echo of our own apply (whose answer was recorded) or a relist of an
+        unchanged object."""
         version = (obj.get("metadata") or {}).get("resourceVersion")
-        key = self.owner_of(obj)
-        st = self.services.get(key) if key is not None else None
+        st = self.services.get(key)
         if version is None or st is None:
             return False
         held = st.children.get(child_key(obj))

@@ -86,14 +86,14 @@ def child_event(rt: Runtime, event_type: str, obj: dict[str, Any]) -> None:
     """A Deployment, Service, HPA or PDB we manage changed (from the informers)."""
     rt.activity.last_event = time.monotonic()
     deleted = event_type == "DELETED"
+    key = rt.cache.owner_of(obj)  # recording a child never changes whose it is
     # The echo of our own apply shows nothing the reconcile that applied it has not seen:
     # refreshing status for it would be one wasted pass per child.
-    news = deleted or not rt.cache.holds(obj)
+    news = deleted or key is None or not rt.cache.holds(key, obj)
     drifted = rt.cache.set_child(obj, deleted=deleted)
     if drifted is not None:
         rt.queue.add(drifted, urgent=True)  # edited or deleted by someone else: repair now
         return
-    key = rt.cache.owner_of(obj)
     if news and key is not None and _known(rt, key):
         rt.queue.add(key, rt.config.debounce_seconds)
 

@@ -353,17 +353,17 @@ def test_the_cache_holds_the_version_it_recorded_and_no_other() -> None:
     cache.set_service(key, _service("svc"))
     applied = _child("Deployment", "d", 1)
     applied["metadata"]["resourceVersion"] = "41"
-    assert not cache.holds(applied)  # nothing recorded yet
+    assert not cache.holds(key, applied)  # nothing recorded yet
     cache.record_applied(key, applied)
-    assert cache.holds(applied)  # the informer's echo of our own apply
+    assert cache.holds(key, applied)  # the informer's echo of our own apply
     moved_on = _child("Deployment", "d", 1)
     moved_on["metadata"]["resourceVersion"] = "42"  # the controller wrote its status
-    assert not cache.holds(moved_on)
+    assert not cache.holds(key, moved_on)
     cache.set_child(moved_on, deleted=False)
-    assert cache.holds(moved_on)
-    assert not cache.holds(applied)
+    assert cache.holds(key, moved_on)
+    assert not cache.holds(key, applied)
     unversioned = _child("Deployment", "d", 1)
-    assert not cache.holds(unversioned)
+    assert not cache.holds(key, unversioned)
     stranger = _child("Deployment", "d", 1, service="other")
     stranger["metadata"]["resourceVersion"] = "42"
-    assert not cache.holds(stranger)
+    assert not cache.holds(("ns", "other"), stranger)  # a service the cache does not know
