@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,8 @@ import pytest
 
 from k8s_helpers import REPO, apply, kubectl, kubectl_json, wait_for
 from kuberunner_dev.cluster import ClusterInfo, down, status, up
+from kuberunner_dev.cluster.binaries import NODE, locate
+from kuberunner_dev.cluster.components import Layout
 from kuberunner_dev.cluster.hostres import (
     CNI_RESULTS,
     HOST_DIRS,
@@ -357,22 +360,47 @@ def assert_host_clean(layout: NodeLayout, state_dir: Path, real: RealCluster) ->
     assert not list(CNI_RESULTS.glob("kuberunner-*")) if CNI_RESULTS.is_dir() else True
 
 
-def test_up_reclaims_a_real_node_whose_processes_all_died(real: RealCluster) -> None:
-    """A killed session leaves the bridge, cgroups and /run dir behind with every process
-    dead: the next `up` removes them itself. A node with a live owner is refused instead."""
+@pytest.mark.parametrize("state_dir_lost", [False, True], ids=["state-kept", "state-deleted"])
+def test_up_reclaims_a_real_node_whose_processes_all_died(
+    real: RealCluster, state_dir_lost: bool
+) -> None:
+    """A killed session leaves the bridge, cgroups, /run dir and its pods' shims behind with
+    every component dead: the next `up` removes them itself, also when the dead cluster's
+    state dir was deleted meanwhile (pytest keeps only its last few temp dirs). A node with a
+    live owner is refused instead."""
     dirs = real.clusters_dir
     down(real.info.name, clusters_dir=dirs)  # one real node per machine; usually already down
     abandoned = f"pytest-abandoned-{os.getpid()}"
     successor = f"pytest-successor-{os.getpid()}"
     try:
-        up(abandoned, cpu_nodes=0, gpu_nodes=0, real_node=True, clusters_dir=dirs, timeout=180)
+        abandoned_cluster = up(
+            abandoned, cpu_nodes=0, gpu_nodes=0, real_node=True, clusters_dir=dirs, timeout=180
+        )
         abandoned_info = status(abandoned, dirs)
         abandoned_layout = NodeLayout(abandoned_info.state_dir, abandoned)
+        # A running pod: its shim and container outlive the components, as in a killed session.
+        apply(abandoned_cluster, pause_pod("left-behind"), namespace="default")
+        wait_for(
+            lambda: (
+                kubectl_json(abandoned_cluster, "get", "pod", "left-behind", "-n", "default")
+                .get("status", {})
+                .get("phase")
+                == "Running"
+            ),
+            timeout=60,
+            message="the pause pod to run",
+        )
         for comp in abandoned_info.components:
             os.kill(comp.pid, signal.SIGKILL)
+        assert processes_with_arg(str(abandoned_layout.containerd_socket))  # the pod's shim
+        if state_dir_lost:
+            shutil.rmtree(abandoned_info.state_dir, ignore_errors=True)  # mounts stay behind
+            assert not Layout(abandoned_info.state_dir).state_file.exists()
         cli(dirs, "up", "--name", successor, "--cpu-nodes", "0", "--gpu-nodes", "0")
         assert not abandoned_info.state_dir.exists()
         assert not abandoned_layout.run_dir.exists()
+        assert not processes_with_arg(str(abandoned_layout.containerd_socket))
+        assert not mounts_under(abandoned_info.state_dir, abandoned_layout.run_dir)
         assert not [d for d in cgroup_dirs(abandoned_layout.cgroup_root) if d.exists()]
         assert all(c.healthy for c in status(successor, dirs).components)
 
@@ -393,6 +421,21 @@ def test_up_reclaims_a_real_node_whose_processes_all_died(real: RealCluster) -> 
         down(abandoned, clusters_dir=dirs)
     successor_dir = dirs / successor
     assert_host_clean(NodeLayout(successor_dir, successor), successor_dir, real)
+
+
+def pause_pod(name: str) -> dict[str, Any]:
+    """A pod of the node's own pause image (always loaded: it is the sandbox image)."""
+    image = locate(NODE).pause_image_name
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "pause", "image": image, "imagePullPolicy": "Never"}],
+        },
+    }
 
 
 def _start_time(pid: int) -> int:

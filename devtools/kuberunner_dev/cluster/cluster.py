@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from kuberunner_dev.cluster import netsetup, node, processes, realnode
+from kuberunner_dev.cluster import hostres, netsetup, node, processes, realnode
 from kuberunner_dev.cluster.binaries import CONTROL_PLANE, NODE, Binaries, locate
 from kuberunner_dev.cluster.components import COMPONENTS, Layout, command, port_names
 from kuberunner_dev.cluster.components import health_url as component_health_url
@@ -304,6 +304,9 @@ def _reclaim_abandoned_node(directory: Path, progress: Progress) -> None:
     owner = realnode.owner_state_dir()
     if owner is None or owner.resolve() == directory.resolve() or not netsetup.bridge_exists():
         return
+    if not Layout(owner).state_file.exists():
+        _reclaim_orphaned_node(owner, progress)
+        return
     with _locked(owner):
         state = load(Layout(owner).state_file)
         if state is None or not state.real_node:
@@ -315,6 +318,26 @@ def _reclaim_abandoned_node(directory: Path, progress: Progress) -> None:
             "removing it"
         )
         _teardown(owner)
+
+
+def _reclaim_orphaned_node(owner: Path, progress: Progress) -> None:
+    """The real node of a cluster whose state dir is gone (deleted with the node's processes
+    dead: pytest keeps only its last few temp dirs). No PIDs are recorded any more, so the
+    node counts as dead when no process mentions its state dir or its /run dir; its host
+    records are in the /run dir (`NodeLayout.host_dirs_record`), so the teardown is whole."""
+    # Every component names a file in the state dir (`--data-dir=STATE/etcd`,
+    # `--config=STATE/node/kubelet.yaml`); the trailing slash keeps `STATE-2` from matching.
+    # Shims and pods name only the /run dir: they are the node's leftovers, which the teardown
+    # stops.
+    if hostres.processes_mentioning(f"{owner}/"):
+        return
+    layout = NodeLayout(owner, owner.name)
+    progress(
+        f"the real node of the cluster in {owner} outlived its processes and its state dir; "
+        "removing it"
+    )
+    realnode.teardown(layout, [])
+    shutil.rmtree(owner, ignore_errors=True)
 
 
 def up(

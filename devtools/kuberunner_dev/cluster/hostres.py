@@ -136,6 +136,25 @@ def processes_with_arg(value: str) -> list[processes.ProcessRef]:
     return refs
 
 
+def processes_mentioning(fragment: str) -> list[processes.ProcessRef]:
+    """Processes with `fragment` inside some argument (`--data-dir=/state/etcd` mentions
+    `/state`): those of a cluster whose state dir or /run dir is `fragment`."""
+    refs = []
+    needle = fragment.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(needle in arg for arg in argv):
+            ref = processes.ref_of(int(entry.name))
+            if ref is not None:
+                refs.append(ref)
+    return refs
+
+
 # Paths the kubelet and containerd's CNI library use whatever their configuration says: the
 # kubelet links each container's log into /var/log/containers and serves device plugins from
 # /var/lib/kubelet/device-plugins; libcni caches results in /var/lib/cni/results.

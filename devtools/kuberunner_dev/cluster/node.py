@@ -76,6 +76,21 @@ class NodeLayout:
     def containerd_socket(self) -> Path:
         return self.run_dir / "containerd.sock"
 
+    # What the host looked like before `up` (teardown restores it) is kept in the /run dir, not
+    # the state dir: it describes the host, so it must outlive a state dir deleted under a
+    # dead node (pytest's temp retention) and go with a reboot, which resets the host anyway.
+    @property
+    def sysctls_record(self) -> Path:
+        return self.run_dir / "sysctls.json"
+
+    @property
+    def tables_record(self) -> Path:
+        return self.run_dir / "nft-tables.json"
+
+    @property
+    def host_dirs_record(self) -> Path:
+        return self.run_dir / "host-dirs.json"
+
     @property
     def containerd_config(self) -> Path:
         return self.root / "containerd.toml"

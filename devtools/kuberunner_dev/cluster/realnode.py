@@ -128,9 +128,9 @@ def prepare_host(layout: NodeLayout, apiserver_port: int) -> None:
     """Sysctl snapshot first (teardown restores it), then bridge, guard table, cgroup root."""
     layout.run_dir.mkdir(mode=0o700, exist_ok=True)
     (layout.run_dir / OWNER_FILE).write_text(f"{layout.state_dir.resolve()}\n")
-    netsetup.save_sysctls(layout.root / "sysctls.json")
-    netsetup.save_tables(layout.root / "nft-tables.json")
-    hostres.save_host_dirs(layout.root / "host-dirs.json")
+    netsetup.save_sysctls(layout.sysctls_record)
+    netsetup.save_tables(layout.tables_record)
+    hostres.save_host_dirs(layout.host_dirs_record)
     netsetup.create_bridge()
     netsetup.add_guard(apiserver_port)
     hostres.create_cgroup_root(layout.cgroup_root)
@@ -249,19 +249,17 @@ def teardown(layout: NodeLayout, components: Sequence[ComponentRecord]) -> None:
     step("unmount", lambda: hostres.unmount_under(layout.root, layout.run_dir))
     step(
         "clean host dirs",
-        lambda: hostres.clean_host_dirs(
-            layout.root / "host-dirs.json", layout.pod_logs, CNI_NETWORK
-        ),
+        lambda: hostres.clean_host_dirs(layout.host_dirs_record, layout.pod_logs, CNI_NETWORK),
     )
     step("remove bridge", netsetup.remove_bridge)
     step("remove nft tables", netsetup.remove_tables)
     step("remove kubelet chains", netsetup.remove_kubelet_chains)
     step(
         "remove new empty tables",
-        lambda: netsetup.remove_new_empty_tables(layout.root / "nft-tables.json"),
+        lambda: netsetup.remove_new_empty_tables(layout.tables_record),
     )
     step("remove cgroups", lambda: hostres.remove_cgroup_root(layout.cgroup_root))
-    step("restore sysctls", lambda: netsetup.restore_sysctls(layout.root / "sysctls.json"))
+    step("restore sysctls", lambda: netsetup.restore_sysctls(layout.sysctls_record))
     shutil.rmtree(layout.run_dir, ignore_errors=True)
     if failures:
         raise ClusterError("real node teardown incomplete: " + "; ".join(failures))
