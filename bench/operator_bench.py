@@ -15,13 +15,17 @@ the controller manager's backlog does not load the next phase.
    work: per service, create the RunnerService, apply its 6 children (owned by it) and write its
    first status (`compute_status`, the operator's own function). No watches, no decisions.
    Then again with the RunnerServices created before the clock starts ("floor (backlog)"): what
-   an operator catching up on existing services must still write.
+   an operator catching up on existing services must still write. Then again while the
+   client also follows what the operator watches ("floor (watching)"): the RunnerServices, and
+   their children and pods through the operator's own informers, with handlers that only
+   count the events. Its excess over the floor is what watching alone costs; the operator's
+   excess over it is what the operator does with the events.
 3. Operator: `kuberunner operator run` watches `bench-op`; timed from the first RunnerService
    create to the moment every RunnerService has `status.observedGeneration` equal to its
    generation and all 6N children exist.
 `--rounds R` repeats the phases R times and prints every round and the medians: the times, the
-operator's ratio to each baseline (target <= 1.3 against creates) and its peak RSS (VmHWM;
-target <= 250 MB). On stderr, per phase: CPU seconds by program (the whole machine), the writes
+operator's ratio to each baseline (target <= 1.10 against the floor) and its peak RSS (VmHWM;
+target <= 200 MB). On stderr, per phase: CPU seconds by program (the whole machine), the writes
 the API server served by verb and resource (from its own metrics), and when services got their
 status. The cluster has enough CPU nodes for every pod (110 pods each); it is started with
 `kuberunner_dev.cluster` and torn down at the end unless `--keep`.
@@ -51,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +64,8 @@ import httpx
 
 from kuberunner_dev.cluster import ClusterInfo, down, up
 from kuberunner_dev.cluster.components import APISERVER_PROFILING_ENV
+from kuberunner_operator.handlers import CHILD_SOURCES, POD_SOURCE
+from kuberunner_operator.informer import Informer, Source
 from kuberunner_operator.kinds import RUNNER_SERVICE
 from kuberunner_operator.kube import ApiError, KubeClient, load_kubeconfig
 from kuberunner_operator.render import render_service
@@ -156,15 +163,48 @@ def runner_services(ns: str, count: int, replicas: int) -> list[dict[str, Any]]:
     ]
 
 
+# What an operator that reports readiness must follow, besides its writes: its RunnerServices
+# and, by the operator's own label selector, their children and pods.
+WATCHED = (Source(RUNNER_SERVICE.api_version, RUNNER_SERVICE.kind, ""), *CHILD_SOURCES, POD_SOURCE)
+
+
+async def start_watching(
+    kube: KubeClient, ns: str
+) -> tuple[list[asyncio.Task[None]], Counter[str]]:
+    """The operator's informers on `ns` (list, then watch), with handlers that only count:
+    what watching costs the client and the API server, without any decision taken on it.
+    Returns once every list is in."""
+    events: Counter[str] = Counter()
+
+    def count(event_type: str, obj: dict[str, Any]) -> None:
+        events[str(obj.get("kind"))] += 1
+
+    informers = [Informer(kube, source, ns, count) for source in WATCHED]
+    tasks = [asyncio.create_task(i.run()) for i in informers]
+    await asyncio.gather(*(i.synced.wait() for i in informers))
+    return tasks, events
+
+
 async def bench_floor(
-    kube: KubeClient, count: int, replicas: int, *, made_before: bool = False
+    kube: KubeClient,
+    count: int,
+    replicas: int,
+    *,
+    made_before: bool = False,
+    watching: bool = False,
 ) -> float:
     """Time for a client without any other work to make the operator's mandatory writes.
     With `made_before`, the RunnerServices are created before the clock starts (an operator
-    catching up on a backlog): only the applies and the status writes are timed."""
-    ns = "bench-floor-backlog" if made_before else "bench-floor"
-    label = "floor (backlog)" if made_before else "floor"
+    catching up on a backlog): only the applies and the status writes are timed. With
+    `watching`, the client also follows what the operator watches (`start_watching`)."""
+    if made_before:
+        ns, label = "bench-floor-backlog", "floor (backlog)"
+    elif watching:
+        ns, label = "bench-floor-watch", "floor (watching)"
+    else:
+        ns, label = "bench-floor", "floor"
     await ensure_namespace(kube, ns)
+    watches, events = await start_watching(kube, ns) if watching else ([], Counter[str]())
 
     async def children_and_status(created: dict[str, Any]) -> None:
         meta, spec = created["metadata"], created["spec"]
@@ -190,7 +230,13 @@ async def bench_floor(
     start = time.perf_counter()
     await asyncio.gather(*work)
     elapsed = time.perf_counter() - start
+    seen = dict(events)  # inside the timed window only
+    for task in watches:
+        task.cancel()
+    await asyncio.gather(*watches, return_exceptions=True)
     print(f"  {label}: {count} services, {6 * count} children in {elapsed:.2f}s", file=sys.stderr)
+    if watching:
+        print(f"  {label}: watch events in the window by kind: {seen}", file=sys.stderr)
     await report_costs(kube, label, before, cpu_before)
     await delete_namespace(kube, ns)
     await settle(kube)
@@ -534,7 +580,7 @@ def operator_round(
     return op, rss, cpu, reconciles, log
 
 
-PHASES = ("create", "apply", "floor", "backlog", "operator")
+PHASES = ("create", "apply", "floor", "backlog", "watch", "operator")
 
 
 def phase_order(phases: list[str], round_: int) -> list[str]:
@@ -570,12 +616,14 @@ def run(args: argparse.Namespace, cluster: ClusterInfo) -> None:
                 row[phase] = asyncio.run(
                     with_client(cluster, conc, lambda k, v=phase: bench_bulk(k, n, reps, v))
                 )
-            elif phase in ("floor", "backlog"):
+            elif phase in ("floor", "backlog", "watch"):
                 row[phase] = asyncio.run(
                     with_client(
                         cluster,
                         conc,
-                        lambda k, b=phase == "backlog": bench_floor(k, n, reps, made_before=b),
+                        lambda k, p=phase: bench_floor(
+                            k, n, reps, made_before=p == "backlog", watching=p == "watch"
+                        ),
                     )
                 )
             else:
@@ -591,17 +639,30 @@ def run(args: argparse.Namespace, cluster: ClusterInfo) -> None:
     print()
     print(
         "| round | services | bulk create s | bulk apply s | floor s | floor (backlog) s "
-        "| operator s | ratio to create (<= 1.3) | ratio to apply | ratio to floor "
-        "| peak RSS MB (<= 250) |"
+        "| floor (watching) s | operator s | ratio to create (<= 1.3) | ratio to apply "
+        "| ratio to floor (<= 1.10) | ratio to floor (watching) | watching / floor "
+        "| peak RSS MB (<= 200) |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- " * 14 + "|")
     for label, row in [*((str(i + 1), r) for i, r in enumerate(rows)), ("median", median(rows))]:
         op = row["operator"]
         print(
             f"| {label} | {n} | {row['create']:.2f} | {row['apply']:.2f} | {row['floor']:.2f} "
-            f"| {row['backlog']:.2f} | {op:.2f} | {op / row['create']:.2f} "
-            f"| {op / row['apply']:.2f} | {op / row['floor']:.2f} | {row['rss']:.0f} |"
+            f"| {row['backlog']:.2f} | {row['watch']:.2f} | {op:.2f} | {op / row['create']:.2f} "
+            f"| {op / row['apply']:.2f} | {op / row['floor']:.2f} | {op / row['watch']:.2f} "
+            f"| {row['watch'] / row['floor']:.2f} | {row['rss']:.0f} |"
         )
+    ratios = [
+        f"{name} {statistics.median(r[a] / r[b] for r in rows):.2f}"
+        for name, a, b in (
+            ("operator / floor", "operator", "floor"),
+            ("operator / watching floor", "operator", "watch"),
+            ("watching floor / floor", "watch", "floor"),
+        )
+        if not any(math.isnan(r[a] / r[b]) for r in rows)
+    ]
+    if ratios:
+        print(f"\nmedians of the rounds' ratios: {', '.join(ratios)}")
     mid = median(rows)
     print(
         f"\nmedians / bulk create: floor (any server-side-apply operator) "
