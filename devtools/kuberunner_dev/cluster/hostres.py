@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from kuberunner_dev.cluster import processes
@@ -119,8 +120,7 @@ def unmount_under(*dirs: Path) -> None:
         raise RuntimeError(f"cannot unmount {left}")
 
 
-def processes_with_arg(value: str) -> list[processes.ProcessRef]:
-    """Processes whose command line has `value` as one argument (a shim's -address socket)."""
+def _processes_whose_argv(matches: Callable[[list[bytes]], bool]) -> list[processes.ProcessRef]:
     refs = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -129,30 +129,24 @@ def processes_with_arg(value: str) -> list[processes.ProcessRef]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if value.encode() in argv:
+        if matches(argv):
             ref = processes.ref_of(int(entry.name))
             if ref is not None:
                 refs.append(ref)
     return refs
+
+
+def processes_with_arg(value: str) -> list[processes.ProcessRef]:
+    """Processes whose command line has `value` as one argument (a shim's -address socket)."""
+    arg = value.encode()
+    return _processes_whose_argv(lambda argv: arg in argv)
 
 
 def processes_mentioning(fragment: str) -> list[processes.ProcessRef]:
     """Processes with `fragment` inside some argument (`--data-dir=/state/etcd` mentions
     `/state`): those of a cluster whose state dir or /run dir is `fragment`."""
-    refs = []
     needle = fragment.encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(needle in arg for arg in argv):
-            ref = processes.ref_of(int(entry.name))
-            if ref is not None:
-                refs.append(ref)
-    return refs
+    return _processes_whose_argv(lambda argv: any(needle in arg for arg in argv))
 
 
 # Paths the kubelet and containerd's CNI library use whatever their configuration says: the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +17,14 @@ from kuberunner_dev.cluster.hostres import processes_mentioning
 def component(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """A process that names a file in a state dir, as etcd's `--data-dir=STATE/etcd` does."""
     state = tmp_path / "state-2"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)", f"--data-dir={state}/etcd"]
-    )
+    arg = f"--data-dir={state}/etcd"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", arg])
     try:
+        # Popen returns after the fork; until the exec, /proc shows pytest's own command line.
+        deadline = time.monotonic() + 10
+        while arg.encode() not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0"):
+            assert time.monotonic() < deadline, "the child never ran"
+            time.sleep(0.01)
         yield proc, state
     finally:
         proc.kill()
