@@ -304,11 +304,12 @@ def _reclaim_abandoned_node(directory: Path, progress: Progress) -> None:
     owner = realnode.owner_state_dir()
     if owner is None or owner.resolve() == directory.resolve() or not netsetup.bridge_exists():
         return
-    if not Layout(owner).state_file.exists():
+    state_file = Layout(owner).state_file
+    if not state_file.exists():
         _reclaim_orphaned_node(owner, progress)
         return
     with _locked(owner):
-        state = load(Layout(owner).state_file)
+        state = load(state_file)
         if state is None or not state.real_node:
             return
         if any(processes.is_alive(c.process) for c in state.components):
@@ -323,8 +324,8 @@ def _reclaim_abandoned_node(directory: Path, progress: Progress) -> None:
 def _reclaim_orphaned_node(owner: Path, progress: Progress) -> None:
     """The real node of a cluster whose state dir is gone (deleted with the node's processes
     dead: pytest keeps only its last few temp dirs). No PIDs are recorded any more, so the
-    node counts as dead when no process mentions its state dir or its /run dir; its host
-    records are in the /run dir (`NodeLayout.host_dirs_record`), so the teardown is whole."""
+    node counts as dead when no process mentions its state dir; its host records are in the
+    /run dir (`NodeLayout.host_dirs_record`), so the teardown is whole."""
     # Every component names a file in the state dir (`--data-dir=STATE/etcd`,
     # `--config=STATE/node/kubelet.yaml`); the trailing slash keeps `STATE-2` from matching.
     # Shims and pods name only the /run dir: they are the node's leftovers, which the teardown
